@@ -1,0 +1,1 @@
+"""Shared pieces of the training module: run folders, checkpoints, augmentation, ONNX export."""

@@ -1,0 +1,1 @@
+"""Task pipelines: each turns a card + engine run into one user-facing job."""

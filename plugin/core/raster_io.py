@@ -1,0 +1,231 @@
+"""Raster input on a common grid, and atomic GeoTIFF output.
+
+The optical input defines the output grid. Any other input on another CRS, resolution or
+extent is read through a ``WarpedVRT`` onto that grid, window by window, so nothing is
+ever held whole in memory. Inputs without a CRS are accepted only when they share the
+optical raster's pixel grid (same size and transform).
+"""
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Grid:
+    crs: Optional[rasterio.crs.CRS]
+    transform: rasterio.Affine
+    width: int
+    height: int
+
+    @property
+    def bounds(self):
+        return rasterio.transform.array_bounds(self.height, self.width, self.transform)
+
+
+def _open(path: str, label: str):
+    if not path:
+        raise InputError(f"{label}: no raster given")
+    if not os.path.exists(path):
+        raise InputError(f"{label}: file not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(f"{label}: {path} is not a readable raster ({exc})") from exc
+
+
+def _same_grid(ds, grid: Grid) -> bool:
+    return (ds.width == grid.width and ds.height == grid.height and ds.crs == grid.crs
+            and ds.transform.almost_equals(grid.transform, precision=1e-9))
+
+
+def _boxes_overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+class RasterSource:
+    """One input raster, a chosen list of bands, read by windows on the output grid.
+
+    ``bands`` are 1-based band indexes of the file, in the order the model wants them.
+    """
+
+    def __init__(self, path: str, bands: Sequence[int], label: str,
+                 grid: Optional[Grid] = None, resampling: str = "bilinear"):
+        self.path = path
+        self.label = label
+        self.bands = list(bands)
+        self.dataset = _open(path, label)
+        self._reader = self.dataset
+        ds = self.dataset
+        bad = [b for b in self.bands if not 1 <= b <= ds.count]
+        if bad:
+            self.close()
+            raise InputError(f"{label}: band(s) {bad} do not exist in {os.path.basename(path)} "
+                             f"(it has {ds.count} band(s))")
+        self.grid = grid or Grid(ds.crs, ds.transform, ds.width, ds.height)
+        self.aligned = grid is not None and not _same_grid(ds, grid)
+        if self.aligned:
+            try:
+                self._reader = self._warp(Resampling[resampling])
+            except InputError:
+                self.close()
+                raise
+
+    def _warp(self, resampling: Resampling):
+        ds, grid = self.dataset, self.grid
+        if ds.crs is None or grid.crs is None:
+            raise InputError(
+                f"{self.label}: {os.path.basename(self.path)} and the optical raster cannot be aligned: "
+                f"{'it has' if ds.crs is None else 'the optical raster has'} no CRS and the pixel grids differ "
+                f"({ds.width}x{ds.height} vs {grid.width}x{grid.height}). Georeference both rasters, "
+                "or give rasters with identical pixel grids")
+        src_box = transform_bounds(ds.crs, grid.crs, *ds.bounds, densify_pts=21)
+        if not _boxes_overlap(src_box, grid.bounds):
+            raise InputError(
+                f"{self.label}: {os.path.basename(self.path)} does not overlap the optical raster "
+                f"(its extent in {grid.crs.to_string()} is {tuple(round(v, 3) for v in src_box)}, "
+                f"the optical extent is {tuple(round(v, 3) for v in grid.bounds)})")
+        return WarpedVRT(ds, crs=grid.crs, transform=grid.transform, width=grid.width,
+                         height=grid.height, resampling=resampling)
+
+    @property
+    def dtype(self) -> str:
+        return self.dataset.dtypes[self.bands[0] - 1]
+
+    @property
+    def nodata(self) -> Optional[float]:
+        return self.dataset.nodata
+
+    @property
+    def count(self) -> int:
+        return len(self.bands)
+
+    def read(self, window: Window):
+        """(float32 data (C, h, w), bool valid (h, w)) for a window inside the grid."""
+        data = self._reader.read(self.bands, window=window, out_dtype="float32")
+        valid = self._reader.read_masks(self.bands, window=window).min(axis=0) > 0
+        if self.nodata is not None and np.isnan(self.nodata):
+            valid &= ~np.isnan(data).any(axis=0)
+        data[:, ~valid] = 0.0
+        return data, valid
+
+    def close(self) -> None:
+        if self._reader is not self.dataset:
+            self._reader.close()
+        self.dataset.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def describe_raster(path: str) -> Dict:
+    """Band count, dtype, descriptions, CRS: what band mapping and validation need."""
+    with _open(path, "raster") as ds:
+        return {"count": ds.count, "dtype": ds.dtypes[0], "descriptions": list(ds.descriptions),
+                "crs": ds.crs, "width": ds.width, "height": ds.height, "nodata": ds.nodata}
+
+
+# ---------------------------------------------------------------------------------------
+# output
+
+
+def _dtype_range(dtype: str):
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        info = np.iinfo(dtype)
+        return float(info.min), float(info.max)
+    return None
+
+
+def to_dtype(data: np.ndarray, dtype: str) -> np.ndarray:
+    """Round and clip to an integer dtype's range; plain cast for floats."""
+    limits = _dtype_range(dtype)
+    if limits is None:
+        return data.astype(dtype)
+    return np.clip(np.rint(data), *limits).astype(dtype)
+
+
+class GeoTiffWriter:
+    """A tiled, DEFLATE-compressed GeoTIFF written to a temporary file and renamed on commit.
+
+    Until ``commit()`` the final path is untouched; ``abort()`` removes the temporary file,
+    so a cancelled or failed run leaves nothing half-written.
+    """
+
+    def __init__(self, path: str, grid: Grid, count: int, dtype: str, nodata: Optional[float],
+                 descriptions: Sequence[str], tags: Dict[str, str], block: int):
+        self.path = os.path.abspath(path)
+        folder = os.path.dirname(self.path)
+        if not os.path.isdir(folder):
+            raise InputError(f"output folder does not exist: {folder}")
+        if not os.access(folder, os.W_OK):
+            raise InputError(f"output folder is not writable: {folder}")
+        self.tmp_path = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.part.tif")
+        self.dtype = dtype
+        self.nodata = nodata
+        integer = np.issubdtype(np.dtype(dtype), np.integer)
+        profile = dict(
+            driver="GTiff", width=grid.width, height=grid.height, count=count, dtype=dtype,
+            crs=grid.crs, transform=grid.transform, nodata=nodata, tiled=True,
+            blockxsize=block, blockysize=block, compress="deflate", zlevel=6,
+            predictor=2 if integer else 3, interleave="band", BIGTIFF="IF_SAFER",
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._ds = rasterio.open(self.tmp_path, "w", **profile)
+        for i, text in enumerate(descriptions, start=1):
+            self._ds.set_band_description(i, text)
+        self._ds.update_tags(**tags)
+
+    def write(self, data: np.ndarray, window: Window) -> None:
+        self._ds.write(data, window=window)
+
+    def update_tags(self, **tags: str) -> None:
+        self._ds.update_tags(**tags)
+
+    def commit(self) -> str:
+        self._ds.close()
+        os.replace(self.tmp_path, self.path)
+        stale_aux = self.path + ".aux.xml"
+        if os.path.exists(stale_aux):
+            os.remove(stale_aux)
+        return self.path
+
+    def abort(self) -> None:
+        if not self._ds.closed:
+            self._ds.close()
+        for path in (self.tmp_path, self.tmp_path + ".aux.xml"):
+            if os.path.exists(path):
+                os.remove(path)
+
+
+def output_block_size(stride: int) -> int:
+    """GeoTIFF tile size: the tile stride when GeoTIFF allows it, so each finished block is
+    written exactly once; otherwise 256 (GDAL's cache then completes partial blocks)."""
+    return stride if stride % 16 == 0 and 16 <= stride <= 2048 else 256
+
+
+def band_indexes_from_descriptions(descriptions: List[Optional[str]], wanted: Sequence[str]) -> Optional[List[int]]:
+    """1-based indexes of ``wanted`` band names among the file's band descriptions, or None."""
+    names = [(d or "").strip().upper() for d in descriptions]
+    try:
+        return [names.index(w.upper()) + 1 for w in wanted]
+    except ValueError:
+        return None

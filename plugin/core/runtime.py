@@ -1,0 +1,64 @@
+"""onnxruntime sessions: CUDA when present and asked for, CPU otherwise, and why."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional, Tuple
+
+from .errors import ModelCardError, SkyClearError
+
+log = logging.getLogger("skyclear")
+
+DEVICES = ("auto", "cpu", "gpu")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def gpu_status() -> Tuple[bool, str]:
+    """(available, human-readable reason) for the CUDA execution provider."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False, "onnxruntime is not installed (pip install onnxruntime-gpu for GPU support)"
+    if CUDA not in ort.get_available_providers():
+        return False, (f"onnxruntime {ort.__version__} was built without CUDA "
+                       "(install onnxruntime-gpu instead of onnxruntime, not both)")
+    try:
+        import ctypes
+
+        ctypes.CDLL("libcuda.so.1" if os.name != "nt" else "nvcuda.dll")
+    except OSError:
+        return False, "onnxruntime-gpu is installed but no NVIDIA driver (libcuda) was found"
+    return True, "CUDA execution provider available"
+
+
+def create_session(model_path: str, device: str = "auto", threads: Optional[int] = None):
+    """Return ``(session, provider)`` where ``provider`` is the one actually running the model."""
+    if device not in DEVICES:
+        raise SkyClearError(f"device must be one of {DEVICES}, got {device!r}")
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    providers = [CPU]
+    if device in ("auto", "gpu"):
+        available, reason = gpu_status()
+        if available:
+            providers = [CUDA, CPU]
+        elif device == "gpu":
+            raise SkyClearError(f"GPU requested but not available: {reason}")
+        else:
+            log.info("running on CPU: %s", reason)
+    if not os.path.isfile(model_path):
+        raise ModelCardError(f"model file not found: {model_path}")
+    try:
+        session = ort.InferenceSession(model_path, options, providers=providers)
+    except Exception as exc:
+        raise ModelCardError(f"{model_path} is not a loadable ONNX model: {exc}") from exc
+    provider = session.get_providers()[0]
+    if device == "gpu" and provider != CUDA:
+        raise SkyClearError(f"GPU requested but onnxruntime fell back to {provider}")
+    log.info("model %s runs on %s", os.path.basename(model_path), provider)
+    return session, provider
