@@ -30,7 +30,8 @@ def base_card(in_bands: Sequence[str], out_bands: Sequence[str], clip=(0, 255), 
     return {
         "schema_version": 1, "name": "test-model", "version": "0.0.1", "task": task,
         "inputs": inputs,
-        "outputs": [{"name": "restored", "dtype": out_dtype, "nodata": 0, "bands": bands(out_bands)}],
+        "outputs": [{"name": "restored", "dtype": out_dtype, "bands": bands(out_bands),
+                     "nodata": None if out_dtype and out_dtype.startswith("float") else 0}],
         "tiling": {"tile_size": tile, "size_multiple": multiple, "default_overlap": overlap},
         "training": {"data": "synthetic test", "steps": 0, "metrics": {}}, "license": "CC0-1.0",
     }

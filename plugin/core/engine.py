@@ -28,8 +28,8 @@ from rasterio.windows import Window
 
 from .errors import Cancelled, InputError
 from .model_card import ModelCard, TensorSpec
-from .raster_io import (GeoTiffWriter, RasterSource, band_indexes_from_descriptions,
-                        output_block_size, to_dtype)
+from .raster_io import (GeoTiffWriter, RasterSource, band_indexes_from_descriptions, describe_raster,
+                        output_block_size, subgrid, to_dtype)
 from .tiling import TileGrid, pad_to, tile_weights
 
 log = logging.getLogger("skyclear")
@@ -87,8 +87,6 @@ def resolve_bands(path: str, spec: TensorSpec, label: str, bands: Optional[Seque
                   model_name: str) -> List[int]:
     """Which file bands feed ``spec``: explicit list, else all bands when the count matches,
     else bands found by name in the file's band descriptions."""
-    from .raster_io import describe_raster
-
     info = describe_raster(path)
     wanted = spec.band_names
     if bands:
@@ -110,8 +108,9 @@ def resolve_bands(path: str, spec: TensorSpec, label: str, bands: Optional[Seque
 
 def open_sources(card: ModelCard, paths: Dict[str, str],
                  band_lists: Optional[Dict[str, Sequence[int]]] = None,
-                 labels: Optional[Dict[str, str]] = None) -> Dict[str, RasterSource]:
-    """Open every card input on the grid of the first input (the optical one).
+                 labels: Optional[Dict[str, str]] = None, extent=None) -> Dict[str, RasterSource]:
+    """Open every card input on the grid of the first input (the optical one), cropped to
+    ``extent`` (xmin, ymin, xmax, ymax in the optical CRS) when given.
 
     Checks band counts, dtypes, CRS and overlap before any work starts.
     """
@@ -127,6 +126,9 @@ def open_sources(card: ModelCard, paths: Dict[str, str],
             label = labels.get(spec.name, spec.name)
             path = paths[spec.name]
             bands = resolve_bands(path, spec, label, band_lists.get(spec.name), card.name)
+            if grid is None and extent is not None:
+                with RasterSource(path, bands, label) as whole:
+                    grid = subgrid(whole.grid, extent)
             source = RasterSource(path, bands, label, grid=grid, resampling=spec.resampling)
             sources[spec.name] = source
             if spec.dtypes and source.dtype not in spec.dtypes:
@@ -174,14 +176,14 @@ def run_tiled(card: ModelCard, sources: Dict[str, RasterSource], processor: Tile
     On any error or cancel, every output is removed and nothing else is left behind.
     """
     started = time.time()
-    optical = sources[card.inputs[0].name]
-    grid_def = optical.grid
     tile = tile_size or card.tile_size
     if tile % card.size_multiple:
         raise InputError(f"tile size {tile} must be a multiple of {card.size_multiple} for model '{card.name}'")
     ov = card.default_overlap if overlap is None else overlap
     if not 0 <= ov < tile:
         raise InputError(f"overlap {ov} must be at least 0 and smaller than the tile size {tile}")
+    optical = sources[card.inputs[0].name]
+    grid_def = optical.grid
     grid = TileGrid(grid_def.height, grid_def.width, tile, ov)
     unknown = sorted(set(outputs) - {o.name for o in card.outputs})
     if unknown:
@@ -287,10 +289,9 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
                 if O:
                     for n in writers:
                         right[n] = acc[n][:, :, S:].copy()
-                        keep = min(S, W - x0)
-                        next_bottom[n][:, :, x0:x0 + keep] = acc[n][:, S:, :keep]
+                        next_bottom[n][:, :, x0:x0 + span] = acc[n][:, S:, :span]
                     right_w = wsum[:, S:].copy()
-                    next_bottom_w[:, x0:x0 + min(S, W - x0)] = wsum[S:, :min(S, W - x0)]
+                    next_bottom_w[:, x0:x0 + span] = wsum[S:, :span]
                 height = rows[1] - y0
                 block = {n: acc[n][:, :height, :span] / wsum[:height, :span] for n in writers}
                 valid = tiles[i][1][:height, :span]

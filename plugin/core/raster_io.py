@@ -49,9 +49,21 @@ def _open(path: str, label: str):
         raise InputError(f"{label}: {path} is not a readable raster ({exc})") from exc
 
 
-def _same_grid(ds, grid: Grid) -> bool:
-    return (ds.width == grid.width and ds.height == grid.height and ds.crs == grid.crs
-            and ds.transform.almost_equals(grid.transform, precision=1e-9))
+def _pixel_offset(ds, grid: Grid) -> Optional[tuple]:
+    """(row, col) of ``grid`` inside ``ds`` when it is a whole-pixel sub-grid of it, else None."""
+    if ds.crs != grid.crs:
+        return None
+    a, t = ds.transform, grid.transform
+    if not (np.isclose(a.a, t.a, rtol=1e-9) and np.isclose(a.e, t.e, rtol=1e-9) and a.b == t.b == 0
+            and a.d == t.d == 0):
+        return None
+    col, row = ~a * (t.c, t.f)
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    row, col = int(round(row)), int(round(col))
+    if row < 0 or col < 0 or row + grid.height > ds.height or col + grid.width > ds.width:
+        return None
+    return row, col
 
 
 def _boxes_overlap(a, b) -> bool:
@@ -71,6 +83,7 @@ class RasterSource:
         self.bands = list(bands)
         self.dataset = _open(path, label)
         self._reader = self.dataset
+        self._alpha = False
         ds = self.dataset
         bad = [b for b in self.bands if not 1 <= b <= ds.count]
         if bad:
@@ -78,7 +91,8 @@ class RasterSource:
             raise InputError(f"{label}: band(s) {bad} do not exist in {os.path.basename(path)} "
                              f"(it has {ds.count} band(s))")
         self.grid = grid or Grid(ds.crs, ds.transform, ds.width, ds.height)
-        self.aligned = grid is not None and not _same_grid(ds, grid)
+        self.offset = _pixel_offset(ds, self.grid)
+        self.aligned = self.offset is None
         if self.aligned:
             try:
                 self._reader = self._warp(Resampling[resampling])
@@ -100,8 +114,11 @@ class RasterSource:
                 f"{self.label}: {os.path.basename(self.path)} does not overlap the optical raster "
                 f"(its extent in {grid.crs.to_string()} is {tuple(round(v, 3) for v in src_box)}, "
                 f"the optical extent is {tuple(round(v, 3) for v in grid.bounds)})")
+        # Without a nodata value GDAL would mark pixels outside the source as valid zeros;
+        # an alpha band records where the source really has data.
+        self._alpha = ds.nodata is None
         return WarpedVRT(ds, crs=grid.crs, transform=grid.transform, width=grid.width,
-                         height=grid.height, resampling=resampling)
+                         height=grid.height, resampling=resampling, add_alpha=self._alpha)
 
     @property
     def dtype(self) -> str:
@@ -116,24 +133,51 @@ class RasterSource:
         return len(self.bands)
 
     def read(self, window: Window):
-        """(float32 data (C, h, w), bool valid (h, w)) for a window inside the grid."""
+        """(float32 data (C, h, w), bool valid (h, w)) for a window inside the grid.
+
+        A pixel is valid if any chosen band is (GDAL's dataset-mask rule), so a dark pixel
+        that equals nodata in one band only is not thrown away.
+        """
+        if self.offset is not None:
+            window = Window(window.col_off + self.offset[1], window.row_off + self.offset[0],
+                            window.width, window.height)
         data = self._reader.read(self.bands, window=window, out_dtype="float32")
-        valid = self._reader.read_masks(self.bands, window=window).min(axis=0) > 0
+        if self._alpha:
+            valid = self._reader.read(self._reader.count, window=window) > 0
+        else:
+            valid = self._reader.read_masks(self.bands, window=window).max(axis=0) > 0
         if self.nodata is not None and np.isnan(self.nodata):
             valid &= ~np.isnan(data).any(axis=0)
         data[:, ~valid] = 0.0
         return data, valid
 
     def close(self) -> None:
+        if self._reader is None:
+            return
         if self._reader is not self.dataset:
             self._reader.close()
         self.dataset.close()
+        self._reader = None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def subgrid(grid: Grid, extent) -> Grid:
+    """The whole-pixel part of ``grid`` inside ``extent`` = (xmin, ymin, xmax, ymax) in its CRS."""
+    xmin, ymin, xmax, ymax = extent
+    window = rasterio.windows.from_bounds(xmin, ymin, xmax, ymax, grid.transform)
+    row0, col0 = max(0, int(np.floor(window.row_off))), max(0, int(np.floor(window.col_off)))
+    row1 = min(grid.height, int(np.ceil(window.row_off + window.height)))
+    col1 = min(grid.width, int(np.ceil(window.col_off + window.width)))
+    window = Window(col0, row0, col1 - col0, row1 - row0) if row1 > row0 and col1 > col0 else None
+    if window is None or window.width < 1 or window.height < 1:
+        raise InputError(f"the chosen extent {tuple(extent)} does not overlap the optical raster "
+                         f"(extent {tuple(round(v, 3) for v in grid.bounds)})")
+    return Grid(grid.crs, rasterio.windows.transform(window, grid.transform), int(window.width), int(window.height))
 
 
 def describe_raster(path: str) -> Dict:

@@ -53,13 +53,18 @@ class TileGrid:
 
 
 def ramp_profile(length: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
-    """1-D window: sin² ramps over ``overlap`` pixels at the requested ends, 1 elsewhere.
+    """1-D window: 1 inside, and on each requested end a zero margin of ``overlap // 4``
+    pixels followed by a sin² ramp up to 1 at ``overlap``.
 
-    Values are strictly positive so every pixel has a defined blend.
+    The zero margin drops the tile-edge pixels, where a network sees padding instead of
+    context; the neighbour's ramp is still positive there, so every pixel keeps a weight.
     """
     w = np.ones(length, dtype=np.float64)
     if overlap > 0:
-        ramp = np.sin(0.5 * np.pi * (np.arange(overlap) + 0.5) / overlap) ** 2
+        margin = overlap // 4
+        ramp = np.zeros(overlap)
+        span = overlap - margin
+        ramp[margin:] = np.sin(0.5 * np.pi * (np.arange(span) + 0.5) / span) ** 2
         if ramp_start:
             w[:overlap] *= ramp
         if ramp_end:

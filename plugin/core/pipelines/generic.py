@@ -1,4 +1,4 @@
-"""Run any carded ONNX model over an optical raster (and an optional SAR raster)."""
+"""Pieces for running any carded ONNX model: the session processor and input mapping."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,6 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from ..engine import RunReport, open_sources, run_tiled
 from ..errors import InputError
 from ..model_card import ModelCard, card_from_session
 from ..runtime import create_session
@@ -60,31 +59,3 @@ def inputs_by_role(card: ModelCard, optical: str, sar: Optional[str]) -> Dict[st
 def sibling_path(output: str, suffix: str) -> str:
     stem, ext = os.path.splitext(output)
     return f"{stem}_{suffix}{ext or '.tif'}"
-
-
-def run_model(model_path: str, optical: str, output: str, sar: Optional[str] = None,
-              tile_size: Optional[int] = None, overlap: Optional[int] = None, device: str = "auto",
-              threads: Optional[int] = None, batch_size: int = 4,
-              optical_bands: Optional[Sequence[int]] = None, sar_bands: Optional[Sequence[int]] = None,
-              extra_outputs: Optional[Dict[str, str]] = None, progress=None, is_cancelled=None) -> RunReport:
-    """Run a carded model. The first card output goes to ``output``; the others to
-    ``extra_outputs[name]`` or, by default, ``<output stem>_<name>.tif``."""
-    session, card, provider = load_model(model_path, device, threads)
-    paths = inputs_by_role(card, optical, sar)
-    band_lists = {}
-    for spec in card.inputs:
-        chosen = optical_bands if spec.role == "optical" else sar_bands
-        if chosen:
-            band_lists[spec.name] = chosen
-    labels = {spec.name: spec.role.upper() for spec in card.inputs}
-    outputs = {card.outputs[0].name: output}
-    for spec in card.outputs[1:]:
-        outputs[spec.name] = (extra_outputs or {}).get(spec.name) or sibling_path(output, spec.name)
-    sources = open_sources(card, paths, band_lists, labels)
-    try:
-        return run_tiled(card, sources, OnnxProcessor(session, card), outputs, tile_size, overlap,
-                         batch_size, provider, progress, is_cancelled,
-                         extra_tags={"SKYCLEAR_MODEL_FILE": os.path.basename(model_path)})
-    finally:
-        for source in sources.values():
-            source.close()

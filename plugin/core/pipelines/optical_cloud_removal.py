@@ -1,0 +1,224 @@
+"""Optical-only cloud removal: Diffusion Enhancement (DE) sampling in numpy + onnxruntime.
+
+No torch here. Two ONNX models work together (cards in ``models/zoo/``):
+
+- the reference model E (task ``optical_cloud_removal_reference``): ``cloudy`` -> ``restored``;
+- the per-step graph (task ``optical_cloud_removal_diffusion_step``):
+  ``(x_t, t, cloudy, reference) -> (eps, weight)``; ``t`` is a float32 (B,) tensor of
+  timestep indices in [0, T). Its card's ``extra`` holds the schedule (``T``, ``beta_start``,
+  ``beta_end``, ``eta``).
+
+One DE step at timestep t (paper eqs. 9-15)::
+
+    x0_eps = clip((x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t), -1, 1)
+    x0_t   = (1 - W) * x0_eps + W * x0_E,      W = clip(weight, eta, 1)   (inference only)
+
+then the DDIM update (``eta_ddim`` = 0: deterministic) or the DDPM posterior step, both on a
+respaced timestep sequence. The final output is x0_t of the last step.
+
+Both tile processors follow the engine contract ``processor(inputs, origins) -> outputs`` with
+the *reference* model's card (input ``cloudy``, output ``restored``, network units [-1, 1]).
+Noise for each tile comes from ``numpy.random.default_rng([seed, row, col])`` (tile origin in the
+output grid), so the same input gives the same output whatever the batching.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+T_DEFAULT = 1000
+BETA_START = 1e-4
+BETA_END = 0.02
+ETA_DEFAULT = 0.3
+SAMPLERS = ("ddim", "ddpm")
+
+
+# ---------------------------------------------------------------------------------------
+# schedule
+
+
+def linear_betas(T: int = T_DEFAULT, beta_start: float = BETA_START, beta_end: float = BETA_END) -> np.ndarray:
+    """The linear beta schedule of DDPM (float64, shape (T,))."""
+    return np.linspace(beta_start, beta_end, T, dtype=np.float64)
+
+
+def alphas_cumprod(T: int = T_DEFAULT, beta_start: float = BETA_START, beta_end: float = BETA_END) -> np.ndarray:
+    """abar_t = prod_{s<=t} (1 - beta_s), t = 0..T-1 (float64)."""
+    return np.cumprod(1.0 - linear_betas(T, beta_start, beta_end))
+
+
+def respaced_timesteps(T: int, steps: int) -> np.ndarray:
+    """``steps`` timesteps in ascending order, evenly spaced over [0, T-1], both ends included."""
+    if not 1 <= steps <= T:
+        raise ValueError(f"steps must be in [1, {T}], got {steps}")
+    if steps == 1:
+        return np.array([T - 1], dtype=np.int64)
+    ts = np.round(np.linspace(0, T - 1, steps)).astype(np.int64)
+    if len(np.unique(ts)) != steps:  # cannot happen for steps <= T, kept as a guard
+        raise ValueError("respacing produced duplicate timesteps")
+    return ts
+
+
+def clamp_weight(w: np.ndarray, eta: float) -> np.ndarray:
+    """Inference-time clamp of the WA output to [eta, 1]."""
+    return np.clip(w, eta, 1.0)
+
+
+def de_x0(x_t: np.ndarray, eps: np.ndarray, weight: np.ndarray, x0_ref: np.ndarray, abar_t,
+          eta: Optional[float] = ETA_DEFAULT) -> np.ndarray:
+    """x0_t of one DE step (float64 math, float32 result). ``abar_t`` is a scalar or (B,) array.
+    ``eta=None`` skips the clamp (training-time behaviour)."""
+    a = np.asarray(abar_t, dtype=np.float64).reshape(-1, *([1] * (x_t.ndim - 1)))
+    x0_eps = np.clip((x_t - np.sqrt(1.0 - a) * eps) / np.sqrt(a), -1.0, 1.0)
+    w = weight if eta is None else clamp_weight(weight, eta)
+    return ((1.0 - w) * x0_eps + w * x0_ref).astype(np.float32)
+
+
+def ddim_update(x_t: np.ndarray, x0: np.ndarray, abar_t: float, abar_prev: float,
+                noise: Optional[np.ndarray], eta_ddim: float = 0.0) -> np.ndarray:
+    """DDIM (Song et al. eq. 12) from x_t to x_prev given the predicted x0."""
+    eps = (x_t - np.sqrt(abar_t) * x0) / np.sqrt(1.0 - abar_t)
+    sigma = eta_ddim * np.sqrt((1.0 - abar_prev) / (1.0 - abar_t)) * np.sqrt(1.0 - abar_t / abar_prev)
+    out = np.sqrt(abar_prev) * x0 + np.sqrt(max(1.0 - abar_prev - sigma ** 2, 0.0)) * eps
+    if sigma > 0 and noise is not None:
+        out = out + sigma * noise
+    return out.astype(np.float32)
+
+
+def ddpm_update(x_t: np.ndarray, x0: np.ndarray, abar_t: float, abar_prev: float,
+                noise: Optional[np.ndarray]) -> np.ndarray:
+    """DDPM posterior q(x_prev | x_t, x0) on a (possibly respaced) sequence: mean + std * noise."""
+    beta = 1.0 - abar_t / abar_prev
+    coef_x0 = np.sqrt(abar_prev) * beta / (1.0 - abar_t)
+    coef_xt = np.sqrt(1.0 - beta) * (1.0 - abar_prev) / (1.0 - abar_t)
+    var = beta * (1.0 - abar_prev) / (1.0 - abar_t)
+    out = coef_x0 * x0 + coef_xt * x_t
+    if var > 0 and noise is not None:
+        out = out + np.sqrt(var) * noise
+    return out.astype(np.float32)
+
+
+StepFn = Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]
+
+
+def sample(step_fn: StepFn, x0_ref: np.ndarray, noise: Sequence[np.ndarray], steps: int = 10,
+           eta: float = ETA_DEFAULT, sampler: str = "ddim", eta_ddim: float = 0.0,
+           T: int = T_DEFAULT, beta_start: float = BETA_START, beta_end: float = BETA_END,
+           return_weights: bool = False):
+    """Run the DE sampling loop.
+
+    ``step_fn(x_t, t)`` -> (eps, weight), ``t`` a float32 (B,) array of timestep indices
+    (the conditioning y and x0_E are bound inside step_fn). ``noise[0]`` is x_T; ``noise[i]``
+    (i = 1..steps) is the noise of the i-th update (unused by deterministic DDIM and by the
+    last step). Returns x0_t of the last step (and the mean W per step if asked).
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    abar = alphas_cumprod(T, beta_start, beta_end)
+    ts = respaced_timesteps(T, steps)[::-1]
+    x = np.asarray(noise[0], dtype=np.float32)
+    x0 = x
+    weights = []
+    for i, t in enumerate(ts):
+        prev = abar[ts[i + 1]] if i + 1 < len(ts) else 1.0
+        eps, w = step_fn(x, np.full((x.shape[0],), float(t), dtype=np.float32))
+        x0 = de_x0(x, eps, w, x0_ref, abar[t], eta)
+        weights.append(float(np.clip(w, eta, 1.0).mean()) if eta is not None else float(w.mean()))
+        z = noise[i + 1] if i + 1 < len(noise) else None
+        if i + 1 == len(ts):
+            break  # the last update lands on abar = 1, i.e. returns x0_t
+        if sampler == "ddim":
+            x = ddim_update(x, x0, abar[t], prev, z, eta_ddim)
+        else:
+            x = ddpm_update(x, x0, abar[t], prev, z)
+    return (x0, weights) if return_weights else x0
+
+
+def tile_noise(seed: int, origin: Tuple[int, int], shape: Tuple[int, ...], count: int) -> List[np.ndarray]:
+    """``count`` standard-normal float32 arrays of ``shape`` for the tile at ``origin``."""
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(origin[0]), int(origin[1])])
+    return [rng.standard_normal(shape).astype(np.float32) for _ in range(count)]
+
+
+# ---------------------------------------------------------------------------------------
+# tile processors (engine contract)
+
+
+def _single_input(session) -> str:
+    return session.get_inputs()[0].name
+
+
+class ReferenceProcessor:
+    """Reference model E alone ("reference" mode): cloudy -> restored."""
+
+    def __init__(self, reference_session):
+        self.session = reference_session
+        self.input_name = _single_input(reference_session)
+        self.output_name = reference_session.get_outputs()[0].name
+
+    def __call__(self, inputs: Dict[str, np.ndarray], origins: List[Tuple[int, int]]) -> Dict[str, np.ndarray]:
+        y = np.ascontiguousarray(inputs[self.input_name], dtype=np.float32)
+        return {self.output_name: self.session.run([self.output_name], {self.input_name: y})[0]}
+
+
+class DiffusionProcessor:
+    """E, then the DE sampling loop with the per-step graph. Output name = E's output.
+
+    ``schedule`` (T, beta_start, beta_end) is read from the step model's card ``extra`` when
+    ``schedule`` is None and the session carries a card; else the DDPM defaults.
+    """
+
+    def __init__(self, reference_session, step_session, steps: int = 10, eta: float = ETA_DEFAULT,
+                 seed: int = 0, sampler: str = "ddim", eta_ddim: float = 0.0,
+                 schedule: Optional[Dict[str, float]] = None):
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {eta}")
+        self.reference = ReferenceProcessor(reference_session)
+        self.step_session = step_session
+        self.steps, self.eta, self.seed, self.sampler, self.eta_ddim = int(steps), float(eta), int(seed), sampler, eta_ddim
+        self.schedule = dict(schedule or _schedule_from_session(step_session))
+        T = int(self.schedule["T"])
+        respaced_timesteps(T, self.steps)  # validates steps early
+        self.last_weights: List[float] = []
+
+    def _step_fn(self, y: np.ndarray, x0_ref: np.ndarray) -> StepFn:
+        def step(x_t, t):
+            eps, weight = self.step_session.run(
+                ["eps", "weight"], {"x_t": x_t, "t": t, "cloudy": y, "reference": x0_ref})
+            return eps, weight
+        return step
+
+    def __call__(self, inputs: Dict[str, np.ndarray], origins: List[Tuple[int, int]]) -> Dict[str, np.ndarray]:
+        out_name = self.reference.output_name
+        y = np.ascontiguousarray(inputs[self.reference.input_name], dtype=np.float32)
+        x0_ref = self.reference({self.reference.input_name: y}, origins)[out_name].astype(np.float32)
+        per_tile = [tile_noise(self.seed, o, y.shape[1:], self.steps + 1) for o in origins]
+        noise = [np.stack([tile[i] for tile in per_tile]) for i in range(self.steps + 1)]
+        x0, weights = sample(self._step_fn(y, x0_ref), x0_ref, noise, self.steps, self.eta, self.sampler,
+                             self.eta_ddim, int(self.schedule["T"]), float(self.schedule["beta_start"]),
+                             float(self.schedule["beta_end"]), return_weights=True)
+        self.last_weights = weights
+        return {out_name: x0}
+
+
+def _schedule_from_session(session) -> Dict[str, float]:
+    import json
+    try:
+        meta = session.get_modelmeta().custom_metadata_map
+        extra = json.loads(meta["skyclear.card"]).get("extra", {})
+        return {"T": int(extra["T"]), "beta_start": float(extra["beta_start"]), "beta_end": float(extra["beta_end"])}
+    except Exception:
+        return {"T": T_DEFAULT, "beta_start": BETA_START, "beta_end": BETA_END}
+
+
+def default_eta(step_session) -> float:
+    """The eta stored in the step model's card (``extra.eta``), else 0.3."""
+    import json
+    try:
+        meta = step_session.get_modelmeta().custom_metadata_map
+        return float(json.loads(meta["skyclear.card"])["extra"]["eta"])
+    except Exception:
+        return ETA_DEFAULT

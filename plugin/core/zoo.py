@@ -1,0 +1,38 @@
+"""The bundled models shipped in ``models/zoo/`` and how a task finds its default."""
+from __future__ import annotations
+
+import glob
+import os
+from typing import List, Tuple
+
+from .errors import ModelCardError
+from .model_card import ModelCard, read_card
+
+ZOO_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "models", "zoo"))
+
+
+def bundled_models(task: str = None) -> List[Tuple[str, ModelCard]]:
+    """(path, card) of every valid bundled model, optionally only those of ``task``."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(ZOO_DIR, "*.onnx"))):
+        try:
+            card = read_card(path)
+        except ModelCardError:
+            continue
+        if task is None or card.task == task:
+            found.append((path, card))
+    return found
+
+
+def default_model(task: str) -> str:
+    """Path of the bundled model for ``task`` (the first by file name)."""
+    models = bundled_models(task)
+    if not models:
+        raise ModelCardError(f"no bundled model for task '{task}' in {ZOO_DIR}; choose a model file")
+    return models[0][0]
+
+
+def require_task(card: ModelCard, task: str, path: str) -> None:
+    if card.task != task:
+        raise ModelCardError(f"{os.path.basename(path)} is a '{card.task}' model, not a '{task}' model; "
+                             "choose a model made for this tool")

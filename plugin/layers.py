@@ -1,0 +1,124 @@
+"""Adding SkyClear outputs to the map with a sensible rendering (main thread only)."""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional
+
+from qgis.core import (QgsColorRampShader, QgsContrastEnhancement, QgsMultiBandColorRenderer,
+                       QgsProject, QgsRaster, QgsRasterLayer, QgsRasterShader,
+                       QgsSingleBandGrayRenderer, QgsSingleBandPseudoColorRenderer)
+from qgis.PyQt.QtGui import QColor
+
+GROUP = "SkyClear"
+CUT = (0.02, 0.98)
+PROBABILITY_WORDS = ("cloud", "prob", "clear", "mask", "uncertainty")
+
+
+def classify(name: str, layer: QgsRasterLayer) -> str:
+    """'probability', 's2' (true colour 4,3,2), 'rgb' (1,2,3) or 'single'."""
+    count = layer.bandCount()
+    lowered = (name or "").lower() + " " + os.path.basename(layer.source()).lower()
+    if count == 1 and any(word in lowered for word in PROBABILITY_WORDS):
+        return "probability"
+    if count >= 12:
+        return "s2"
+    if count >= 3:
+        return "rgb"
+    return "single"
+
+
+def _stretched(provider, band: int, extent) -> QgsContrastEnhancement:
+    lo, hi = provider.cumulativeCut(band, CUT[0], CUT[1], extent, 250000)
+    if not hi > lo:
+        stats = provider.bandStatistics(band)
+        lo, hi = stats.minimumValue, max(stats.maximumValue, stats.minimumValue + 1e-6)
+    ce = QgsContrastEnhancement(provider.dataType(band))
+    ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
+    ce.setMinimumValue(lo)
+    ce.setMaximumValue(hi)
+    return ce
+
+
+def probability_renderer(layer: QgsRasterLayer) -> QgsSingleBandPseudoColorRenderer:
+    """Transparent where the probability is low, through yellow to opaque red at the top."""
+    provider = layer.dataProvider()
+    stats = provider.bandStatistics(1)
+    top = 1.0
+    if stats.maximumValue > 1.0 + 1e-6:
+        top = 100.0 if stats.maximumValue <= 100 else 255.0 if stats.maximumValue <= 255 else stats.maximumValue
+    items = [
+        QgsColorRampShader.ColorRampItem(0.0, QColor(255, 255, 255, 0), "clear"),
+        QgsColorRampShader.ColorRampItem(0.2 * top, QColor(255, 255, 178, 0), ""),
+        QgsColorRampShader.ColorRampItem(0.5 * top, QColor(254, 178, 76, 150), ""),
+        QgsColorRampShader.ColorRampItem(0.8 * top, QColor(240, 59, 32, 200), ""),
+        QgsColorRampShader.ColorRampItem(top, QColor(189, 0, 38, 230), "cloud"),
+    ]
+    ramp = QgsColorRampShader(0.0, top)
+    ramp.setColorRampType(QgsColorRampShader.Interpolated)
+    ramp.setColorRampItemList(items)
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(ramp)
+    renderer = QgsSingleBandPseudoColorRenderer(provider, 1, shader)
+    renderer.setClassificationMin(0.0)
+    renderer.setClassificationMax(top)
+    renderer.setOpacity(0.85)
+    return renderer
+
+
+def style_layer(layer: QgsRasterLayer, name: str = "") -> str:
+    """Apply the rendering for the output kind; returns the kind."""
+    kind = classify(name, layer)
+    provider = layer.dataProvider()
+    extent = layer.extent()
+    if kind == "probability":
+        layer.setRenderer(probability_renderer(layer))
+    elif kind in ("s2", "rgb"):
+        red, green, blue = (4, 3, 2) if kind == "s2" else (1, 2, 3)
+        renderer = QgsMultiBandColorRenderer(provider, red, green, blue)
+        renderer.setRedContrastEnhancement(_stretched(provider, red, extent))
+        renderer.setGreenContrastEnhancement(_stretched(provider, green, extent))
+        renderer.setBlueContrastEnhancement(_stretched(provider, blue, extent))
+        layer.setRenderer(renderer)
+    else:
+        renderer = QgsSingleBandGrayRenderer(provider, 1)
+        renderer.setContrastEnhancement(_stretched(provider, 1, extent))
+        layer.setRenderer(renderer)
+    layer.triggerRepaint()
+    return kind
+
+
+def skyclear_group(project: Optional[QgsProject] = None):
+    project = project or QgsProject.instance()
+    root = project.layerTreeRoot()
+    group = root.findGroup(GROUP)
+    if group is None:
+        group = root.insertGroup(0, GROUP)
+    return group
+
+
+def add_outputs(outputs: Dict[str, str], title: str, project: Optional[QgsProject] = None) -> List[QgsRasterLayer]:
+    """Load every output GeoTIFF, style it and put it at the top of the "SkyClear" group.
+    Probability maps go above the images so that the image shows through their transparency."""
+    project = project or QgsProject.instance()
+    group = skyclear_group(project)
+    layers = []
+    for name, path in outputs.items():
+        if not path or not os.path.exists(path):
+            continue
+        layer_name = f"{title} — {name}" if len(outputs) > 1 else f"{title} — {os.path.basename(path)}"
+        layer = QgsRasterLayer(path, layer_name, "gdal")
+        if not layer.isValid():
+            continue
+        kind = style_layer(layer, name)
+        project.addMapLayer(layer, False)
+        # probability on top, images below it
+        above = sum(1 for _, k in layers if k == "probability")
+        group.insertLayer(0 if kind == "probability" else above, layer)
+        layers.append((layer, kind))
+    return [layer for layer, _ in layers]
+
+
+def pixel_value(layer: QgsRasterLayer, band: int = 1):
+    """Value of ``band`` at the layer centre (for tests and sanity checks)."""
+    result = layer.dataProvider().identify(layer.extent().center(), QgsRaster.IdentifyFormatValue)
+    return result.results().get(band)

@@ -1,0 +1,1 @@
+"""QGIS Processing glue: a provider and one thin algorithm per job of the core."""
