@@ -49,6 +49,13 @@ class SkyClearPlugin:
         self.toolbar.addAction(action)
         self.iface.addPluginToRasterMenu(MENU, action)
         self.actions.append(action)
+        # QGIS closing with a SkyClear task running: cancel it (no half-written output remains)
+        QgsApplication.instance().aboutToQuit.connect(self._cancel_tasks)
+
+    def _cancel_tasks(self):
+        from .tasks import cancel_all
+
+        cancel_all()
 
     def open_dialog(self):
         problem = dependencies.problem_message()
@@ -64,6 +71,12 @@ class SkyClearPlugin:
         self.dialog.activateWindow()
 
     def unload(self):
+        if self.iface is not None:
+            try:
+                QgsApplication.instance().aboutToQuit.disconnect(self._cancel_tasks)
+            except (TypeError, RuntimeError):
+                pass
+            self._cancel_tasks()
         for action in self.actions:
             if self.iface is not None:
                 self.iface.removePluginRasterMenu(MENU, action)

@@ -15,7 +15,7 @@ DEVICES = ["auto", "cpu", "gpu"]
 
 
 class SkyClearAlgorithm(QgsProcessingAlgorithm):
-    """Base class: subclasses define name/params and implement ``run(parameters, context, feedback)``."""
+    """Base class: subclasses define name/params and implement ``execute_job(parameters, context, feedback)`` (``run`` is QGIS's own)."""
 
     group_name = "SkyClear"
 
@@ -80,7 +80,7 @@ class SkyClearAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(problem)
         started = time.time()
         try:
-            results = self.run(parameters, context, feedback)
+            results = self.execute_job(parameters, context, feedback)
         except SkyClearError as exc:
             raise QgsProcessingException(str(exc)) from exc
         feedback.pushInfo(f"finished in {time.time() - started:.1f} s")
@@ -101,5 +101,5 @@ class SkyClearAlgorithm(QgsProcessingAlgorithm):
         for name, path in report.outputs.items():
             feedback.pushInfo(f"{name}: {path}")
 
-    def run(self, parameters, context, feedback):
+    def execute_job(self, parameters, context, feedback):
         raise NotImplementedError

@@ -3,9 +3,12 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .base import ICON
+from .cloud_removal import RemoveCloudsOpticalAlgorithm, RemoveCloudsSarAlgorithm
+from .fusion import EvaluateFusionAlgorithm, EvaluateRestorationAlgorithm, FuseSarOpticalAlgorithm
 from .run_model import RunModelAlgorithm
 
-ALGORITHMS = [RunModelAlgorithm]
+ALGORITHMS = [RunModelAlgorithm, RemoveCloudsSarAlgorithm, RemoveCloudsOpticalAlgorithm,
+              FuseSarOpticalAlgorithm, EvaluateFusionAlgorithm, EvaluateRestorationAlgorithm]
 
 
 class SkyClearProvider(QgsProcessingProvider):

@@ -38,7 +38,7 @@ class RunModelAlgorithm(SkyClearAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Output"))
         self.addOutput(QgsProcessingOutputString("PROVIDER", "Execution provider"))
 
-    def run(self, parameters, context, feedback):
+    def execute_job(self, parameters, context, feedback):
         from ..core import jobs
 
         tile, overlap = self.tiling(parameters, context)
