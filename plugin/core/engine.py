@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -242,46 +244,65 @@ def _read_tile(sources: Dict[str, RasterSource], card: ModelCard, grid: TileGrid
     return tensors, valid
 
 
+def _batches(grid: TileGrid, batch_size: int):
+    """(row, columns) of each batch: tiles of one tile row, left to right."""
+    for r in range(grid.rows):
+        for c0 in range(0, grid.cols, batch_size):
+            yield r, range(c0, min(grid.cols, c0 + batch_size))
+
+
 def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progress, is_cancelled, block_hook):
+    """The blend loop. All dataset reads and writes run on one I/O thread, overlapping with
+    the model on the calling thread. One thread, not two: GDAL may flush a dataset's dirty
+    cache blocks from whichever thread needs cache space, so a reader thread could write
+    the output behind a writer thread's back."""
     T, O, S = grid.tile, grid.overlap, grid.stride
     W = grid.width
     channels = {name: len(out.spec.bands) for name, out in writers.items()}
     # overlap zones still waiting for neighbours (weighted sums and weights)
     bottom = {n: np.zeros((c, O, W), np.float32) for n, c in channels.items()}
     bottom_w = np.zeros((O, W), np.float32)
-    total = len(grid)
-    done = 0
-    processor_seconds = 0.0
-    valid_pixels = 0
-    for r in range(grid.rows):
-        y0 = r * S
-        rows = grid.finished_span(r, grid.rows, grid.height)
-        next_bottom = {n: np.zeros_like(b) for n, b in bottom.items()}
-        next_bottom_w = np.zeros_like(bottom_w)
-        right = {n: np.zeros((c, T, O), np.float64) for n, c in channels.items()}
-        right_w = np.zeros((T, O), np.float64)
-        for c0 in range(0, grid.cols, batch_size):
+    batches = list(_batches(grid, batch_size))
+    done, processor_seconds, valid_pixels = 0, 0.0, 0
+
+    def load(r, cols):
+        return [_read_tile(sources, card, grid, r * S, c * S) for c in cols]
+
+    def read_raw(window):
+        return {spec.name: sources[spec.name].read(window)[0] for spec in card.inputs}
+
+    with ThreadPoolExecutor(1, "skyclear-io") as io:
+        upcoming = io.submit(load, *batches[0])
+        writes = deque()
+        for k, (r, cols) in enumerate(batches):
             if is_cancelled and is_cancelled():
                 raise Cancelled("cancelled by the user; no output was written")
-            cols = range(c0, min(grid.cols, c0 + batch_size))
-            tiles = [_read_tile(sources, card, grid, y0, c * S) for c in cols]
-            batch = {spec.name: np.stack([t[0][spec.name] for t in tiles]).astype(np.float32)
+            tiles = upcoming.result()
+            if k + 1 < len(batches):
+                upcoming = io.submit(load, *batches[k + 1])
+            y0 = r * S
+            if cols.start == 0:
+                next_bottom = {n: np.zeros_like(b) for n, b in bottom.items()}
+                next_bottom_w = np.zeros_like(bottom_w)
+                right = {n: np.zeros((c, T, O), np.float32) for n, c in channels.items()}
+                right_w = np.zeros((T, O), np.float32)
+            batch = {spec.name: np.stack([t[0][spec.name] for t in tiles]).astype(np.float32, copy=False)
                      for spec in card.inputs}
             tick = time.time()
             result = processor(batch, [(y0, c * S) for c in cols])
             processor_seconds += time.time() - tick
+            height = grid.finished_span(r, grid.rows, grid.height)[1] - y0
             for i, c in enumerate(cols):
                 x0 = c * S
+                span = grid.finished_span(c, grid.cols, W)[1] - x0
                 weights = tile_weights(grid, r, c)
-                acc = {n: result[n][i].astype(np.float64) * weights for n in writers}
+                acc = {n: np.asarray(result[n][i], np.float32) * weights for n in writers}
                 wsum = weights.copy()
                 # add the previous tile's right overlap and the previous row's bottom overlap
                 if c > 0 and O:
                     for n in writers:
                         acc[n][:, :, :O] += right[n]
                     wsum[:, :O] += right_w
-                cols_done = grid.finished_span(c, grid.cols, W)
-                span = cols_done[1] - x0
                 if r > 0 and O:
                     for n in writers:
                         acc[n][:, :O, :span] += bottom[n][:, :, x0:x0 + span]
@@ -292,23 +313,27 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
                         next_bottom[n][:, :, x0:x0 + span] = acc[n][:, S:, :span]
                     right_w = wsum[:, S:].copy()
                     next_bottom_w[:, x0:x0 + span] = wsum[S:, :span]
-                height = rows[1] - y0
-                block = {n: acc[n][:, :height, :span] / wsum[:height, :span] for n in writers}
+                window = Window(x0, y0, span, height)
+                raw = {n: postprocess(acc[n][:, :height, :span] / wsum[:height, :span], out.spec)
+                       for n, out in writers.items()}
                 valid = tiles[i][1][:height, :span]
+                if block_hook is not None:
+                    raw = block_hook(raw, io.submit(read_raw, window).result(), valid)
                 valid_pixels += int(valid.sum())
-                _write_block(writers, block, valid, Window(x0, y0, span, height), sources, card, block_hook)
+                writes.append(io.submit(_write_block, writers, raw, valid, window))
+                while len(writes) > 2 * batch_size:
+                    writes.popleft().result()
                 done += 1
+            if cols.stop == grid.cols:
+                bottom, bottom_w = next_bottom, next_bottom_w
             if progress:
-                progress(done / total, f"tile {done}/{total}")
-        bottom, bottom_w = next_bottom, next_bottom_w
+                progress(done / len(grid), f"tile {done}/{len(grid)}")
+        for pending in writes:
+            pending.result()
     return {"processor_seconds": processor_seconds, "valid": valid_pixels}
 
 
-def _write_block(writers, block, valid, window, sources, card, block_hook):
-    raw = {n: postprocess(block[n].astype(np.float32), out.spec) for n, out in writers.items()}
-    if block_hook is not None:
-        inputs_raw = {spec.name: sources[spec.name].read(window)[0] for spec in card.inputs}
-        raw = block_hook(raw, inputs_raw, valid)
+def _write_block(writers, raw, valid, window):
     for n, out in writers.items():
         data = to_dtype(raw[n], out.dtype)
         if np.issubdtype(data.dtype, np.integer) and out.nodata is not None:

@@ -228,7 +228,7 @@ class GeoTiffWriter:
         profile = dict(
             driver="GTiff", width=grid.width, height=grid.height, count=count, dtype=dtype,
             crs=grid.crs, transform=grid.transform, nodata=nodata, tiled=True,
-            blockxsize=block, blockysize=block, compress="deflate", zlevel=6,
+            blockxsize=block, blockysize=block, compress="deflate", zlevel=1, num_threads="ALL_CPUS",
             predictor=2 if integer else 3, interleave="band", BIGTIFF="IF_SAFER",
         )
         with warnings.catch_warnings():

@@ -7,6 +7,7 @@ so the blend is exact where tiles agree and seam-free where they do not.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -73,9 +74,15 @@ def ramp_profile(length: int, overlap: int, ramp_start: bool, ramp_end: bool) ->
 
 
 def tile_weights(grid: TileGrid, row: int, col: int) -> np.ndarray:
-    wy = ramp_profile(grid.tile, grid.overlap, row > 0, row < grid.rows - 1)
-    wx = ramp_profile(grid.tile, grid.overlap, col > 0, col < grid.cols - 1)
-    return np.outer(wy, wx)
+    """float32 (T, T) weights of one tile; a fresh array the caller may modify."""
+    return _weights(grid.tile, grid.overlap, row > 0, row < grid.rows - 1, col > 0, col < grid.cols - 1).copy()
+
+
+@functools.lru_cache(maxsize=32)
+def _weights(tile: int, overlap: int, top: bool, bottom: bool, left: bool, right: bool) -> np.ndarray:
+    wy = ramp_profile(tile, overlap, top, bottom)
+    wx = ramp_profile(tile, overlap, left, right)
+    return np.outer(wy, wx).astype(np.float32)
 
 
 def pad_to(data: np.ndarray, height: int, width: int) -> np.ndarray:

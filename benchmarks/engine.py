@@ -1,0 +1,164 @@
+"""Engine benchmark: throughput and peak memory of streaming tiled inference vs. a naive
+read-everything / run / write-everything baseline, on the CPU provider.
+
+    python benchmarks/engine.py [--sizes 1024 2048 4096 10980] [--naive-max 4096]
+
+Each case runs in a fresh subprocess so its peak RSS (ru_maxrss) is its own. Scenes are
+13-band uint16 (Sentinel-2-like, smooth fields plus noise so they compress like real data),
+written once to a cache folder; the real case is the 12-band Major-TOM scene in
+../shared/data/scenes. The model is a small 3x3 conv net (13 -> 8 -> 13 channels).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))  # the tiny-model factories live with the tests
+
+TILE, OVERLAP, BANDS = 512, 32, 13
+REAL_SCENE = HERE.parent / ".." / "shared" / "data" / "scenes" / "majortom_199U_1099R_S2B_MSIL2A_20200223.tif"
+
+
+def synthetic_scene(path: Path, size: int, bands: int = BANDS) -> Path:
+    """Write a size x size scene block by block (never whole in memory)."""
+    if path.exists():
+        return path
+    profile = dict(driver="GTiff", width=size, height=size, count=bands, dtype="uint16", tiled=True,
+                   blockxsize=256, blockysize=256, compress="deflate", predictor=2, BIGTIFF="IF_SAFER",
+                   crs="EPSG:32633", transform=rasterio.transform.from_origin(300000, 5000000, 10, 10))
+    rng = np.random.default_rng(0)
+    tmp = path.with_suffix(".part.tif")
+    with rasterio.open(tmp, "w", **profile) as ds:
+        step = 1024
+        for y in range(0, size, step):
+            h = min(step, size - y)
+            for x in range(0, size, step):
+                w = min(step, size - x)
+                yy, xx = np.mgrid[y:y + h, x:x + w] / 300.0
+                base = 1500 + 800 * np.sin(yy) * np.cos(xx)
+                block = base[None] + rng.normal(0, 60, (bands, h, w)) + np.arange(bands)[:, None, None] * 50
+                ds.write(np.clip(block, 0, 10000).astype("uint16"), window=Window(x, y, w, h))
+    tmp.rename(path)
+    return path
+
+
+def model_for(bands: int, folder: Path) -> str:
+    from factories import conv_model
+
+    path = folder / f"conv{bands}.onnx"
+    if not path.exists():
+        conv_model(str(path), bands, bands, clip=(0, 10000), scale=10000.0, out_dtype="uint16",
+                   tile=TILE, overlap=OVERLAP)
+    return str(path)
+
+
+# --------------------------------------------------------------------------------------- cases
+
+
+def run_engine(model: str, scene: str, out: str) -> dict:
+    from skyclear.plugin.core import jobs
+
+    report = jobs.run_model(model=model, optical=scene, output=out, tile_size=TILE, overlap=OVERLAP,
+                            device="cpu")
+    return {"seconds": report.seconds, "model_seconds": report.processor_seconds}
+
+
+def run_naive(model: str, scene: str, out: str) -> dict:
+    """Read everything, run the model on the whole array in one call, write everything."""
+    import onnxruntime as ort
+
+    started = time.time()
+    with rasterio.open(scene) as src:
+        data = src.read().astype(np.float32)
+        profile = src.profile
+    x = (np.clip(data, 0, 10000) / 10000.0)[None]
+    del data
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    tick = time.time()
+    y = session.run(None, {"optical": x})[0][0]
+    model_seconds = time.time() - tick
+    del x
+    result = np.clip(np.rint(y * 10000), 0, 65535).astype("uint16")
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(result)
+    return {"seconds": time.time() - started, "model_seconds": model_seconds}
+
+
+def child(args) -> None:
+    fn = {"engine": run_engine, "naive": run_naive}[args.case]
+    result = fn(args.model, args.scene, args.out)
+    print(json.dumps(result))
+
+
+def measure(case: str, model: str, scene: str, workdir: Path) -> dict:
+    out = workdir / f"out_{case}.tif"
+    cmd = [sys.executable, __file__, "--child", case, "--model", model, "--scene", scene, "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    stdout, stderr = proc.stdout.read(), proc.stderr.read()
+    if status != 0:
+        return {"error": (stderr.strip().splitlines() or ["killed"])[-1][:80]}
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024.0
+    if out.exists():
+        out.unlink()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096, 10980])
+    parser.add_argument("--naive-max", type=int, default=4096,
+                        help="largest scene for the naive baseline (10980² would need ~20 GB)")
+    parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "skyclear-bench"))
+    parser.add_argument("--child", choices=["engine", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--scene", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        args.case = args.child
+        return child(args)
+
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    cases = [(f"synthetic {s}²", synthetic_scene(cache / f"scene_{s}.tif", s), BANDS, s) for s in args.sizes]
+    if REAL_SCENE.exists():
+        with rasterio.open(REAL_SCENE) as ds:
+            cases.append((f"Major-TOM {ds.width}² (real)", REAL_SCENE, ds.count, ds.width))
+    print(f"tile {TILE}, overlap {OVERLAP}, CPU provider, {os.cpu_count()} cores; conv 3x3 n->8->n\n")
+    header = ("| scene | engine MP/s | engine peak RSS MB | engine overhead vs model time | "
+              "naive MP/s | naive peak RSS MB |")
+    print(header)
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, scene, bands, size in cases:
+        model = model_for(bands, cache)
+        mp = size * size / 1e6
+        eng = measure("engine", model, str(scene), cache)
+        naive = measure("naive", model, str(scene), cache) if size <= args.naive_max else {"error": "skipped"}
+
+        def cell(r, key, fmt):
+            return fmt.format(r[key]) if key in r else r.get("error", "")
+
+        overhead = ("{:.0%}".format(eng["seconds"] / eng["model_seconds"] - 1)
+                    if "seconds" in eng else eng.get("error", ""))
+        eng_rate = {"v": mp / eng["seconds"]} if "seconds" in eng else eng
+        naive_rate = {"v": mp / naive["seconds"]} if "seconds" in naive else naive
+        print(f"| {label} | {cell(eng_rate, 'v', '{:.2f}')} | {cell(eng, 'peak_rss_mb', '{:.0f}')} | {overhead} | "
+              f"{cell(naive_rate, 'v', '{:.2f}')} | {cell(naive, 'peak_rss_mb', '{:.0f}')} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
