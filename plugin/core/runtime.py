@@ -33,7 +33,13 @@ def gpu_status() -> Tuple[bool, str]:
 
 
 def create_session(model_path: str, device: str = "auto", threads: Optional[int] = None):
-    """Return ``(session, provider)`` where ``provider`` is the one actually running the model."""
+    """Return ``(session, provider)`` where ``provider`` is the one actually running the model.
+
+    ``threads`` caps onnxruntime's intra-op threads; when None, the environment variable
+    ``SKYCLEAR_THREADS`` does (useful for a QGIS that should keep cores free), else
+    onnxruntime uses all cores.
+    """
+    threads = threads or int(os.environ.get("SKYCLEAR_THREADS", "0") or 0) or None
     if device not in DEVICES:
         raise SkyClearError(f"device must be one of {DEVICES}, got {device!r}")
     import onnxruntime as ort
