@@ -6,6 +6,8 @@ package gives a message with the fix instead of a traceback.
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
 import sys
 from typing import Dict, List, Optional
 
@@ -29,14 +31,43 @@ def missing() -> List[str]:
     return [name for name, version in status().items() if version is None]
 
 
+def qgis_python() -> str:
+    """The Python interpreter of this QGIS. Inside QGIS ``sys.executable`` is often the QGIS
+    binary itself (qgis, qgis-bin.exe, QGIS.app/Contents/MacOS/QGIS), not a Python."""
+    exe = sys.executable or ""
+    if os.path.basename(exe).lower().startswith("python"):
+        return exe
+    if sys.platform == "darwin":
+        candidate = os.path.join(os.path.dirname(exe), "bin", "python3")
+        if os.path.exists(candidate):
+            return candidate
+    if sys.platform.startswith("win"):
+        return "python"
+    for candidate in (os.path.join(sys.exec_prefix, "bin", "python3"), shutil.which("python3") or ""):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return "python3"
+
+
 def pip_command(python: Optional[str] = None) -> str:
     """The install command for the Python that runs QGIS (OSGeo4W and macOS bundles differ)."""
-    python = python or sys.executable
+    python = python or qgis_python()
     if sys.platform.startswith("win"):
         return f"(OSGeo4W Shell) python -m pip install {PIP_SPEC}"
-    if sys.platform == "darwin":
-        return f"\"{python}\" -m pip install --user {PIP_SPEC}"
-    return f"{python} -m pip install --user {PIP_SPEC}"
+    return f"\"{python}\" -m pip install --user {PIP_SPEC}"
+
+
+def platform_commands() -> List[tuple]:
+    """(platform, command) for the three kinds of QGIS install, and the GPU variant."""
+    linux_python = qgis_python() if sys.platform.startswith("linux") else "/usr/bin/python3"
+    return [
+        ("Linux (system QGIS)", f"{linux_python} -m pip install --user {PIP_SPEC}"),
+        ("Windows (OSGeo4W Shell, as administrator)", f"python -m pip install {PIP_SPEC}"),
+        ("macOS (QGIS.app)", f"/Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install --user {PIP_SPEC}"),
+        ("GPU (any platform, instead of onnxruntime)",
+         "python -m pip uninstall -y onnxruntime onnxruntime-gpu && "
+         "python -m pip install \"onnxruntime-gpu[cuda,cudnn]==1.31.1\""),
+    ]
 
 
 def warnings() -> List[str]:

@@ -105,6 +105,11 @@ def add_outputs(outputs: Dict[str, str], title: str, project: Optional[QgsProjec
     for name, path in outputs.items():
         if not path or not os.path.exists(path):
             continue
+        # a re-run over the same file replaces the stale layer instead of duplicating it
+        stale = [l.id() for l in project.mapLayers().values()
+                 if l.source().split("|")[0] and os.path.abspath(l.source().split("|")[0]) == os.path.abspath(path)]
+        if stale:
+            project.removeMapLayers(stale)
         layer_name = f"{title} — {name}" if len(outputs) > 1 else f"{title} — {os.path.basename(path)}"
         layer = QgsRasterLayer(path, layer_name, "gdal")
         if not layer.isValid():

@@ -93,6 +93,7 @@ class SkyClearTask(QgsTask):
         self.status_text = ""
         self._started = None
         self.seconds = 0.0
+        self.is_done = False               # plain Python flag: the manager deletes the C++ task after finished()
         self.etaChanged.connect(self._show_eta)
 
     # -- worker thread ----------------------------------------------------------------------
@@ -155,6 +156,7 @@ class SkyClearTask(QgsTask):
                 self._message(f"{self.title} failed: {error}", Qgis.Critical, 0,
                               detail=(self.detail or error) + "\n(see the SkyClear tab of the log panel)")
         finally:
+            self.is_done = True
             self.done.emit(self)
 
     def _succeeded(self) -> None:
@@ -165,7 +167,11 @@ class SkyClearTask(QgsTask):
         if self.add_to_map:
             from .layers import add_outputs
 
-            self.layers = add_outputs(outputs, self.title)
+            try:
+                self.layers = add_outputs(outputs, self.title)
+            except Exception as exc:  # the files are fine; only loading them failed
+                QgsMessageLog.logMessage(f"{self.title}: could not add the outputs to the map: {exc}\n"
+                                         + traceback.format_exc(), LOG_TAG, Qgis.Warning)
         first = next(iter(outputs.values()), "")
         folder = os.path.dirname(os.path.abspath(first)) if first else ""
         from ..ui.logic import format_seconds

@@ -228,9 +228,12 @@ class GeoTiffWriter:
         profile = dict(
             driver="GTiff", width=grid.width, height=grid.height, count=count, dtype=dtype,
             crs=grid.crs, transform=grid.transform, nodata=nodata, tiled=True,
-            blockxsize=block, blockysize=block, compress="deflate", zlevel=1, num_threads="ALL_CPUS",
+            blockxsize=block, blockysize=block, compress="deflate", zlevel=1,
             predictor=2 if integer else 3, interleave="band", BIGTIFF="IF_SAFER",
         )
+        if grid.crs is None and grid.transform == rasterio.Affine.identity():
+            # a non-georeferenced input: write none either, or GIS software flips the y axis
+            del profile["crs"], profile["transform"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             self._ds = rasterio.open(self.tmp_path, "w", **profile)

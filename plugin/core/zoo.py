@@ -25,11 +25,13 @@ def bundled_models(task: str = None) -> List[Tuple[str, ModelCard]]:
 
 
 def default_model(task: str) -> str:
-    """Path of the bundled model for ``task`` (the first by file name)."""
+    """Path of the bundled model for ``task``: the one whose card says
+    ``extra.default_for_task``, else the first by file name (baselines ship beside it)."""
     models = bundled_models(task)
     if not models:
         raise ModelCardError(f"no bundled model for task '{task}' in {ZOO_DIR}; choose a model file")
-    return models[0][0]
+    preferred = [path for path, card in models if card.extra.get("default_for_task")]
+    return (preferred or [models[0][0]])[0]
 
 
 def require_task(card: ModelCard, task: str, path: str) -> None:

@@ -16,6 +16,11 @@ One DE step at timestep t (paper eqs. 9-15)::
 then the DDIM update (``eta_ddim`` = 0: deterministic) or the DDPM posterior step, both on a
 respaced timestep sequence. The final output is x0_t of the last step.
 
+On CUDA (``iobinding="auto"`` and the step session runs on ``CUDAExecutionProvider``) the per-tile
+constants ``cloudy`` and ``reference`` are uploaded to the device once per tile batch and bound with
+IOBinding; x_t and t are bound from host memory each step and eps/weight come back to host memory,
+because the update itself is numpy. (Keeping x_t on the device would need the update in a graph too.)
+
 Both tile processors follow the engine contract ``processor(inputs, origins) -> outputs`` with
 the *reference* model's card (input ``cloudy``, output ``restored``, network units [-1, 1]).
 Noise for each tile comes from ``numpy.random.default_rng([seed, row, col])`` (tile origin in the
@@ -171,7 +176,7 @@ class DiffusionProcessor:
 
     def __init__(self, reference_session, step_session, steps: int = 10, eta: float = ETA_DEFAULT,
                  seed: int = 0, sampler: str = "ddim", eta_ddim: float = 0.0,
-                 schedule: Optional[Dict[str, float]] = None):
+                 schedule: Optional[Dict[str, float]] = None, iobinding="auto"):
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if not 0.0 <= eta <= 1.0:
@@ -183,8 +188,31 @@ class DiffusionProcessor:
         T = int(self.schedule["T"])
         respaced_timesteps(T, self.steps)  # validates steps early
         self.last_weights: List[float] = []
+        providers = list(step_session.get_providers()) if hasattr(step_session, "get_providers") else []
+        if iobinding == "auto":
+            iobinding = bool(providers) and providers[0] == "CUDAExecutionProvider"
+        self.iobinding = bool(iobinding)
+        self.device = "cuda" if providers and providers[0] == "CUDAExecutionProvider" else "cpu"
 
     def _step_fn(self, y: np.ndarray, x0_ref: np.ndarray) -> StepFn:
+        if self.iobinding:
+            import onnxruntime as ort
+            y_dev = ort.OrtValue.ortvalue_from_numpy(y, self.device, 0)
+            ref_dev = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x0_ref), self.device, 0)
+
+            def bound_step(x_t, t):
+                binding = self.step_session.io_binding()
+                binding.bind_ortvalue_input("cloudy", y_dev)
+                binding.bind_ortvalue_input("reference", ref_dev)
+                binding.bind_cpu_input("x_t", np.ascontiguousarray(x_t, dtype=np.float32))
+                binding.bind_cpu_input("t", t)
+                binding.bind_output("eps", "cpu")
+                binding.bind_output("weight", "cpu")
+                self.step_session.run_with_iobinding(binding)
+                eps, weight = binding.copy_outputs_to_cpu()
+                return eps, weight
+            return bound_step
+
         def step(x_t, t):
             eps, weight = self.step_session.run(
                 ["eps", "weight"], {"x_t": x_t, "t": t, "cloudy": y, "reference": x0_ref})

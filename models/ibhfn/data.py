@@ -1,0 +1,227 @@
+"""SEN12MS-CR readers, the band preprocessing (single source of truth) and training batches.
+
+Two folder layouts are read:
+
+- the shared layout: ``<root>/<id>/{s1,s2_cloudy,s2_cloudfree[,cloud_mask]}.tif``
+  (as in ``../shared/data/sen12mscr/``; these files have no CRS, the warning is silenced);
+- the official SEN12MS-CR layout: ``ROIs*/.../s1_<scene>/<roi>_s1_<scene>_p<patch>.tif`` with
+  the matching ``s2_<scene>`` (cloud-free) and ``s2_cloudy_<scene>`` files, found by
+  substituting ``s1`` with ``s2`` / ``s2_cloudy`` in the folder and file names.
+
+``S2_BANDS`` / ``S1_BANDS`` below are the only definition of the preprocessing: the
+training data is scaled with them and the exported model card is built from them, so the
+plugin (which preprocesses from the card) sees exactly what the network was trained on.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..common.augment import random_crop, random_dihedral
+
+S2_NAMES = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
+S2_MEANINGS = ("coastal aerosol", "blue", "green", "red", "red edge 1", "red edge 2", "red edge 3",
+               "NIR", "narrow NIR", "water vapour", "SWIR cirrus", "SWIR 1", "SWIR 2")
+
+# (name, meaning, clip, scale, offset): network value = (clip(v) - offset) / scale
+S2_BANDS = [(n, f"Sentinel-2 L1C {n} ({m}), DN = TOA reflectance x 10000", (0.0, 10000.0), 10000.0, 0.0)
+            for n, m in zip(S2_NAMES, S2_MEANINGS)]
+S1_BANDS = [("VV", "Sentinel-1 GRD sigma0 VV in dB", (-25.0, 0.0), 25.0, -25.0),
+            ("VH", "Sentinel-1 GRD sigma0 VH in dB", (-32.5, 0.0), 32.5, -32.5)]
+
+
+def card_bands(spec) -> List[Dict]:
+    """Model-card band entries for ``S2_BANDS`` or ``S1_BANDS``."""
+    from ...plugin.core.model_card import band
+    return [band(n, m, clip, scale, offset) for n, m, clip, scale, offset in spec]
+
+
+def preprocess(raw: np.ndarray, spec) -> np.ndarray:
+    """(C, H, W) raster values -> float32 network values, per ``spec``."""
+    raw = np.asarray(raw, dtype=np.float32)
+    if raw.shape[0] != len(spec):
+        raise ValueError(f"expected {len(spec)} bands, got {raw.shape[0]}")
+    out = np.empty(raw.shape, np.float32)
+    for i, (_, _, (lo, hi), scale, offset) in enumerate(spec):
+        out[i] = (np.clip(np.nan_to_num(raw[i], nan=lo), lo, hi) - offset) / scale
+    return out
+
+
+def postprocess(net: np.ndarray, spec, dtype=np.uint16) -> np.ndarray:
+    """Inverse of ``preprocess``: network values -> clipped raster values of ``dtype``."""
+    out = np.empty(net.shape, np.float64)
+    for i, (_, _, (lo, hi), scale, offset) in enumerate(spec):
+        out[i] = np.clip(net[i].astype(np.float64) * scale + offset, lo, hi)
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        out = np.rint(out)
+    return out.astype(dtype)
+
+
+# ------------------------------------------------------------------------------------------
+# reading
+
+
+def read_tif(path: str) -> np.ndarray:
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as src:
+            return src.read()
+
+
+@dataclass
+class SampleFiles:
+    id: str
+    s1: str
+    s2_cloudy: str
+    s2_cloudfree: str
+    cloud_mask: Optional[str] = None
+
+
+@dataclass
+class Sample:
+    """One triplet in network units: sar (2,H,W), cloudy/clear (13,H,W), mask (1,H,W) or None."""
+    id: str
+    sar: np.ndarray
+    cloudy: np.ndarray
+    clear: np.ndarray
+    mask: Optional[np.ndarray]
+
+
+def find_samples(root: str) -> List[SampleFiles]:
+    """All triplets under ``root`` in either layout, sorted by id."""
+    root = os.path.abspath(root)
+    found: Dict[str, SampleFiles] = {}
+    # shared layout: <root>/<id>/s1.tif (also accept root itself being one sample)
+    for s1 in sorted(glob.glob(os.path.join(root, "*", "s1.tif")) + glob.glob(os.path.join(root, "s1.tif"))):
+        d = os.path.dirname(s1)
+        files = {k: os.path.join(d, k + ".tif") for k in ("s2_cloudy", "s2_cloudfree", "cloud_mask")}
+        if os.path.exists(files["s2_cloudy"]) and os.path.exists(files["s2_cloudfree"]):
+            found[os.path.basename(d)] = SampleFiles(
+                os.path.basename(d), s1, files["s2_cloudy"], files["s2_cloudfree"],
+                files["cloud_mask"] if os.path.exists(files["cloud_mask"]) else None)
+    # official layout: any */s1_<n>/*_s1_<n>_p<k>.tif below root
+    for s1 in sorted(glob.glob(os.path.join(root, "**", "s1_*", "*.tif"), recursive=True)):
+        clear = _official_partner(root, s1, "s2")
+        cloudy = _official_partner(root, s1, "s2_cloudy")
+        if clear and cloudy:
+            sid = os.path.splitext(os.path.basename(s1))[0].replace("_s1_", "_")
+            found[sid] = SampleFiles(sid, s1, cloudy, clear, None)
+    return [found[k] for k in sorted(found)]
+
+
+def _official_partner(root: str, s1: str, kind: str) -> Optional[str]:
+    """Map ``.../ROIs1158_spring_s1/s1_1/ROIs1158_spring_s1_1_p30.tif`` to its s2/s2_cloudy file."""
+    rel = os.path.relpath(s1, root).split(os.sep)
+    out = []
+    for part in rel:
+        if part.startswith("s1_"):
+            part = kind + part[2:]
+        part = part.replace("_s1_", f"_{kind}_")
+        if part.endswith("_s1"):
+            part = part[:-3] + "_" + kind
+        out.append(part)
+    path = os.path.join(root, *out)
+    return path if os.path.exists(path) else None
+
+
+def load_sample(files: SampleFiles) -> Sample:
+    sar = preprocess(read_tif(files.s1), S1_BANDS)
+    cloudy = preprocess(read_tif(files.s2_cloudy), S2_BANDS)
+    clear = preprocess(read_tif(files.s2_cloudfree), S2_BANDS)
+    mask = None
+    if files.cloud_mask:
+        mask = (read_tif(files.cloud_mask)[:1] > 0).astype(np.float32)
+    return Sample(files.id, sar, cloudy, clear, mask)
+
+
+# ------------------------------------------------------------------------------------------
+# training batches
+
+
+def composite_cloud(clear: np.ndarray, cloud_src_cloudy: np.ndarray, cloud_src_clear: np.ndarray,
+                    cloud_src_mask: Optional[np.ndarray]):
+    """Synthetic cloud compositing (training only): the cloud layer of a real cloudy image
+    (its brightness excess over its clear partner, inside its cloud mask) is added to a
+    different clear image. Returns (cloudy, mask)."""
+    excess = np.clip(cloud_src_cloudy - cloud_src_clear, 0.0, None)
+    if cloud_src_mask is None:
+        cloud_src_mask = (excess[1:4].mean(0, keepdims=True) > 0.05).astype(np.float32)
+    cloudy = np.clip(clear + excess * cloud_src_mask, 0.0, 1.0)
+    return cloudy.astype(np.float32), cloud_src_mask.astype(np.float32)
+
+
+class TripletDataset:
+    """Random crops of triplets, indexed by a global example counter so that batches depend
+    only on (seed, index): deterministic, resumable and independent of DataLoader workers.
+
+    Sample arrays are loaded lazily and cached (fine for the 15 shared samples; for the full
+    dataset set ``cache=False`` and use DataLoader workers).
+    """
+
+    def __init__(self, files: Sequence[SampleFiles], crop: int, seed: int = 0, synthetic_p: float = 0.0,
+                 augment: bool = True, cache: bool = True):
+        if not files:
+            raise ValueError("no training samples")
+        self.files = list(files)
+        self.crop = crop
+        self.seed = seed
+        self.synthetic_p = synthetic_p
+        self.augment = augment
+        self.cache = cache
+        self._cache: Dict[int, Sample] = {}
+
+    def sample(self, i: int) -> Sample:
+        if i in self._cache:
+            return self._cache[i]
+        s = load_sample(self.files[i])
+        if self.cache:
+            self._cache[i] = s
+        return s
+
+    def __len__(self):
+        return 1 << 40  # indexed by a global counter; the sampler decides what is drawn
+
+    def __getitem__(self, index: int):
+        rng = np.random.default_rng([self.seed, int(index)])
+        n = len(self.files)
+        i = int(rng.integers(0, n))
+        s = self.sample(i)
+        mask = s.mask if s.mask is not None else np.zeros((1,) + s.clear.shape[1:], np.float32)
+        has_mask = float(s.mask is not None)
+        arrays = [s.sar, s.cloudy, s.clear, mask]
+        arrays = random_crop(arrays, self.crop, rng)
+        if n > 1 and rng.random() < self.synthetic_p:
+            j = int(rng.integers(0, n - 1))
+            j = j + 1 if j >= i else j  # a different sample gives the cloud layer
+            src = self.sample(j)
+            src_arrays = random_crop([src.cloudy, src.clear] + ([src.mask] if src.mask is not None else []),
+                                     self.crop, rng)
+            cloudy, mask = composite_cloud(arrays[2], src_arrays[0], src_arrays[1],
+                                           src_arrays[2] if len(src_arrays) > 2 else None)
+            arrays = [arrays[0], cloudy, arrays[2], mask]
+            has_mask = 1.0
+        if self.augment:
+            arrays = random_dihedral(arrays, rng)
+        sar, cloudy, clear, mask = (np.ascontiguousarray(a, dtype=np.float32) for a in arrays)
+        return {"sar": sar, "optical": cloudy, "target": clear, "mask": mask,
+                "has_mask": np.float32(has_mask)}
+
+
+class StepSampler:
+    """Yields global example indices ``start .. stop-1`` (used with a DataLoader)."""
+
+    def __init__(self, start: int, stop: int):
+        self.start, self.stop = start, stop
+
+    def __iter__(self):
+        return iter(range(self.start, self.stop))
+
+    def __len__(self):
+        return self.stop - self.start

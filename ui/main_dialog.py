@@ -1,0 +1,1131 @@
+"""The SkyClear dialog: choose a task, inputs, model and options, then run it in the background."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from typing import Dict, List, Optional, Tuple
+
+from qgis.core import (Qgis, QgsCoordinateTransform, QgsMapLayerProxyModel, QgsProject,
+                       QgsRasterLayer, QgsRectangle, QgsSettings)
+from qgis.gui import QgsExtentGroupBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtWidgets import (QAbstractItemView, QApplication, QCheckBox, QComboBox, QDialog,
+                                 QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout,
+                                 QHeaderView, QLabel, QPushButton, QScrollArea, QSpinBox,
+                                 QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
+
+from . import logic
+from .dependencies_panel import DependenciesPanel
+from .model_manager import ModelPicker
+
+S = "skyclear/"
+ERROR, WARNING, INFO = "error", "warning", "info"
+_COLOURS = {ERROR: "#b00020", WARNING: "#b36b00", INFO: "#1f5fa8"}
+_MARKS = {ERROR: "✖", WARNING: "⚠", INFO: "ℹ"}
+_DESCRIBE_CACHE: Dict[Tuple[str, float], dict] = {}
+_GPU_NAME: Optional[str] = None
+
+
+def layer_path(layer) -> str:
+    return layer.source().split("|")[0] if layer is not None else ""
+
+
+def layer_info(layer: QgsRasterLayer) -> logic.LayerInfo:
+    """Band count, dtype and band descriptions (read with rasterio, cached by mtime)."""
+    path = layer_path(layer)
+    info = None
+    try:
+        key = (path, os.path.getmtime(path))
+        info = _DESCRIBE_CACHE.get(key)
+        if info is None:
+            from ..plugin.core.raster_io import describe_raster
+
+            info = _DESCRIBE_CACHE[key] = describe_raster(path)
+    except Exception:
+        info = None
+    count = layer.bandCount()
+    if info:
+        is_float = str(info["dtype"]).startswith("float")
+        descriptions = [d or "" for d in info["descriptions"]]
+    else:
+        dtype = layer.dataProvider().dataType(1) if count else Qgis.UnknownDataType
+        is_float = dtype in (Qgis.Float32, Qgis.Float64)
+        descriptions = [""] * count
+    crs = layer.crs().authid() if layer.crs().isValid() else ""
+    e = layer.extent()
+    return logic.LayerInfo(layer.name(), path, count, is_float, descriptions, crs,
+                           (e.xMinimum(), e.yMinimum(), e.xMaximum(), e.yMaximum()),
+                           layer.width(), layer.height(), str(info["dtype"]) if info else "")
+
+
+def gpu_name() -> str:
+    """CUDA device name from nvidia-smi (cached), '' when unknown."""
+    global _GPU_NAME
+    if _GPU_NAME is None:
+        _GPU_NAME = ""
+        exe = shutil.which("nvidia-smi")
+        if exe:
+            try:
+                out = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"],
+                                     capture_output=True, text=True, timeout=3)
+                _GPU_NAME = out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""
+            except Exception:
+                _GPU_NAME = ""
+    return _GPU_NAME
+
+
+def device_text(device: str) -> Tuple[str, bool]:
+    """(indicator text, ok) for the chosen device."""
+    try:
+        from ..plugin.core.runtime import gpu_status
+
+        available, reason = gpu_status()
+    except Exception as exc:  # onnxruntime broken
+        return f"No runtime: {exc}", False
+    if available and device in ("auto", "gpu"):
+        name = gpu_name()
+        return f"Runs on GPU: CUDAExecutionProvider{' — ' + name if name else ''}", True
+    if device == "gpu":
+        return f"GPU requested but not available: {reason}", False
+    why = "" if device == "cpu" and available else f" (GPU not available: {reason})"
+    return f"Runs on CPU: CPUExecutionProvider{why}", True
+
+
+class SkyClearDialog(QDialog):
+    def __init__(self, iface=None, parent=None):
+        super().__init__(parent)
+        self.iface = iface
+        self.setObjectName("SkyClearDialog")
+        self.setWindowTitle("SkyClear — cloud removal and SAR–optical fusion")
+        self.tasks: List = []
+        self.messages: List[Tuple[str, str]] = []
+        self._measured: Dict[tuple, float] = {}
+        self._loading = True
+        self._auto_layer = {"optical": True, "sar": True}
+        self._previous_layer = {}
+        self._output_paths = set()
+        self._revalidate = QTimer(self)
+        self._revalidate.setSingleShot(True)
+        self._revalidate.setInterval(150)
+        self._revalidate.timeout.connect(self._safe_validate)
+        self._build()
+        self._restore_settings()
+        self._loading = False
+        self._on_task_changed()
+        self.resize(1120, 860)
+
+    # ------------------------------------------------------------------------------------
+    # construction
+    def _build(self) -> None:
+        outer = QVBoxLayout(self)
+        head = QHBoxLayout()
+        head.addWidget(QLabel("<b>Task</b>"))
+        self.task_combo = QComboBox()
+        self.task_combo.setObjectName("taskCombo")
+        for spec in logic.TASKS:
+            self.task_combo.addItem(spec.title, spec.key)
+        head.addWidget(self.task_combo, 1)
+        self.availability = QLabel()
+        self.availability.setObjectName("availability")
+        self.availability.setWordWrap(True)
+        head.addWidget(self.availability, 2)
+        outer.addLayout(head)
+        self.task_description = QLabel()
+        self.task_description.setWordWrap(True)
+        self.task_description.setStyleSheet("color: #444;")
+        outer.addWidget(self.task_description)
+
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("tabs")
+        outer.addWidget(self.tabs, 1)
+        run_page = QWidget()
+        grid = QGridLayout(run_page)
+        grid.setColumnStretch(0, 1)
+        grid.setColumnStretch(1, 1)
+        left, right = QVBoxLayout(), QVBoxLayout()
+        grid.addLayout(left, 0, 0)
+        grid.addLayout(right, 0, 1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setWidget(run_page)
+        self.tabs.addTab(scroll, "Run")
+        self.dependencies = DependenciesPanel()
+        self.tabs.addTab(self.dependencies, "Dependencies")
+
+        # inputs
+        inputs = QGroupBox("Inputs")
+        form = QFormLayout(inputs)
+        self.optical_combo = QgsMapLayerComboBox()
+        self.optical_combo.setObjectName("opticalLayer")
+        self.optical_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.optical_label = QLabel("Optical")
+        form.addRow(self.optical_label, self.optical_combo)
+        self.optical_hint = QLabel()
+        self.optical_hint.setStyleSheet("color: gray;")
+        form.addRow("", self.optical_hint)
+        self.sar_combo = QgsMapLayerComboBox()
+        self.sar_combo.setObjectName("sarLayer")
+        self.sar_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.sar_combo.setAllowEmptyLayer(True)
+        self.sar_label = QLabel("SAR")
+        form.addRow(self.sar_label, self.sar_combo)
+        self.sar_hint = QLabel()
+        self.sar_hint.setStyleSheet("color: gray;")
+        form.addRow("", self.sar_hint)
+        self.band_note = QLabel()
+        self.band_note.setWordWrap(True)
+        self.band_note.setStyleSheet("color: #444;")
+        form.addRow(self.band_note)
+        self.band_table = QTableWidget(0, 3)
+        self.band_table.setObjectName("bandTable")
+        self.band_table.setHorizontalHeaderLabels(["Input", "Model band", "Raster band"])
+        self.band_table.verticalHeader().setVisible(False)
+        self.band_table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        self.band_table.setSelectionMode(QAbstractItemView.NoSelection)
+        
+        form.addRow(self.band_table)
+        left.addWidget(inputs)
+
+        # model
+        self.model_group = QGroupBox("Model")
+        model_form = QFormLayout(self.model_group)
+        self.model_picker = ModelPicker("custom")
+        self.model_label = QLabel("Model")
+        model_form.addRow(self.model_label, self.model_picker)
+        self.mode_combo = QComboBox()
+        self.mode_combo.setObjectName("modeCombo")
+        for key, label in logic.OPTICAL_MODES:
+            self.mode_combo.addItem(label, key)
+        self.mode_label = QLabel("Mode")
+        model_form.addRow(self.mode_label, self.mode_combo)
+        self.step_picker = ModelPicker("optical_cloud_removal", step=True)
+        self.step_label = QLabel("Diffusion step model")
+        model_form.addRow(self.step_label, self.step_picker)
+        right.addWidget(self.model_group)
+        left.addStretch(1)
+
+        # options
+        options = QGroupBox("Options")
+        opt_outer = QVBoxLayout(options)
+
+        def section():
+            widget = QWidget()
+            form_ = QFormLayout(widget)
+            form_.setContentsMargins(0, 0, 0, 0)
+            opt_outer.addWidget(widget)
+            return widget, form_
+
+        self.fusion_options, fusion_form = section()
+        self.diffusion_options, diffusion_form = section()
+        self.sarcr_options, sarcr_form = section()
+        opt = QFormLayout()
+        opt_outer.addLayout(opt)
+        self.method_combo = QComboBox()
+        self.method_combo.setObjectName("methodCombo")
+        for key, label in logic.FUSION_METHODS:
+            self.method_combo.addItem(label, key)
+        self.method_label = QLabel("Fusion method")
+        fusion_form.addRow(self.method_label, self.method_combo)
+        self.despeckle_check = QCheckBox("Despeckle the SAR first (Lee filter)")
+        self.despeckle_check.setObjectName("despeckle")
+        fusion_form.addRow(self.despeckle_check)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setObjectName("steps")
+        self.steps_spin.setRange(1, 1000)
+        self.steps_spin.setValue(10)
+        self.steps_spin.setToolTip("Number of DDIM sampling steps: more is slower, slightly sharper")
+        self.steps_label = QLabel("Diffusion steps")
+        diffusion_form.addRow(self.steps_label, self.steps_spin)
+        self.eta_spin = QDoubleSpinBox()
+        self.eta_spin.setObjectName("eta")
+        self.eta_spin.setRange(0.0, 1.0)
+        self.eta_spin.setSingleStep(0.05)
+        self.eta_spin.setDecimals(2)
+        self.eta_spin.setValue(0.3)
+        self.eta_spin.setToolTip("η: lower clamp of the weight given to the reference network (paper: 0.3)")
+        self.eta_label = QLabel("η (reference weight floor)")
+        diffusion_form.addRow(self.eta_label, self.eta_spin)
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setObjectName("seed")
+        self.seed_spin.setRange(0, 2 ** 31 - 1)
+        self.seed_label = QLabel("Seed")
+        diffusion_form.addRow(self.seed_label, self.seed_spin)
+        self.cloudprob_note = QLabel()
+        self.cloudprob_note.setObjectName("cloudProbability")
+        self.cloudprob_note.setWordWrap(True)
+        self.cloudprob_note.setStyleSheet("color: #444;")
+        sarcr_form.addRow(self.cloudprob_note)
+        self.keep_clear_check = QCheckBox("Keep clear input pixels unchanged")
+        self.keep_clear_check.setObjectName("keepClear")
+        self.threshold_spin = QDoubleSpinBox()
+        self.threshold_spin.setObjectName("clearThreshold")
+        self.threshold_spin.setRange(0.0, 1.0)
+        self.threshold_spin.setSingleStep(0.05)
+        self.threshold_spin.setValue(0.5)
+        self.threshold_label = QLabel("Clear-sky threshold")
+        sarcr_form.addRow(self.keep_clear_check)
+        sarcr_form.addRow(self.threshold_label, self.threshold_spin)
+        self.tile_spin = QSpinBox()
+        self.tile_spin.setObjectName("tileSize")
+        self.tile_spin.setRange(0, 8192)
+        self.tile_spin.setSingleStep(64)
+        self.tile_spin.setSpecialValueText("model default")
+        self.tile_spin.setSuffix(" px")
+        opt.addRow("Tile size", self.tile_spin)
+        self.overlap_spin = QSpinBox()
+        self.overlap_spin.setObjectName("overlap")
+        self.overlap_spin.setRange(-1, 4096)
+        self.overlap_spin.setSingleStep(8)
+        self.overlap_spin.setValue(-1)
+        self.overlap_spin.setSpecialValueText("model default")
+        self.overlap_spin.setSuffix(" px")
+        opt.addRow("Overlap", self.overlap_spin)
+        self.device_combo = QComboBox()
+        self.device_combo.setObjectName("deviceCombo")
+        for key, label in logic.DEVICES:
+            self.device_combo.addItem(label, key)
+        opt.addRow("Device", self.device_combo)
+        right.addWidget(options)
+
+        # extent and output
+        self.extent_box = QgsExtentGroupBox()
+        self.extent_box.setObjectName("extentBox")
+        self.extent_box.setTitleBase("Limit to an extent (unchecked: the whole optical layer)")
+        self.extent_box.setCheckable(True)
+        self.extent_box.setChecked(False)
+        self.extent_box.setSaveCollapsedState(False)
+        self.extent_box.setSaveCheckedState(False)
+        self.extent_box.setCollapsed(True)
+        self.extent_box.toggled.connect(lambda on: self.extent_box.setCollapsed(not on))
+        # "Draw on canvas" hides the dialog while the user drags a rectangle on the map
+        from qgis.gui import QgsExtentWidget
+
+        inner = self.extent_box.findChild(QgsExtentWidget)
+        if inner is not None:
+            inner.toggleDialogVisibility.connect(self.setVisible)
+        if self.iface is not None:
+            try:
+                self.extent_box.setMapCanvas(self.iface.mapCanvas())
+            except Exception:
+                pass
+        grid.addWidget(self.extent_box, 1, 0, 1, 2)
+        grid.setRowStretch(2, 1)
+        out = QGroupBox("Output")
+        out_form = QFormLayout(out)
+        self.output_widget = QgsFileWidget()
+        self.output_widget.setObjectName("outputFile")
+        self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
+        self.output_widget.setFilter("GeoTIFF (*.tif *.tiff)")
+        self.output_widget.setDialogTitle("Output GeoTIFF")
+        out_form.addRow("GeoTIFF", self.output_widget)
+        self.add_to_map = QCheckBox("Add the results to the map")
+        self.add_to_map.setObjectName("addToMap")
+        self.add_to_map.setChecked(True)
+        out_form.addRow(self.add_to_map)
+        right.addWidget(out)
+        right.addStretch(1)
+
+        # status area
+        self.message_label = QLabel()
+        self.message_label.setObjectName("validation")
+        self.message_label.setWordWrap(True)
+        self.message_label.setTextFormat(Qt.RichText)
+        outer.addWidget(self.message_label)
+        est = QHBoxLayout()
+        self.estimate_label = QLabel()
+        self.estimate_label.setObjectName("estimate")
+        self.estimate_label.setWordWrap(True)
+        self.estimate_button = QPushButton("Estimate")
+        self.estimate_button.setToolTip("Run one tile to measure the time per tile")
+        est.addWidget(self.estimate_label, 1)
+        est.addWidget(self.estimate_button)
+        outer.addLayout(est)
+        self.device_label = QLabel()
+        self.device_label.setObjectName("deviceIndicator")
+        self.device_label.setWordWrap(True)
+        outer.addWidget(self.device_label)
+        buttons = QHBoxLayout()
+        self.status_label = QLabel()
+        self.status_label.setObjectName("runStatus")
+        buttons.addWidget(self.status_label, 1)
+        self.run_button = QPushButton("Run")
+        self.run_button.setObjectName("runButton")
+        self.run_button.setDefault(True)
+        self.close_button = QPushButton("Close")
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.close_button)
+        outer.addLayout(buttons)
+
+        # signals
+        self.task_combo.currentIndexChanged.connect(self._on_task_changed)
+        self.optical_combo.layerChanged.connect(lambda *_: self._on_layer_changed("optical"))
+        self.sar_combo.layerChanged.connect(lambda *_: self._on_layer_changed("sar"))
+        # only a choice made by the user (not the combo's own pick of a new layer) is kept
+        self.optical_combo.activated.connect(lambda *_: self._auto_layer.__setitem__("optical", False))
+        self.sar_combo.activated.connect(lambda *_: self._auto_layer.__setitem__("sar", False))
+        self.model_picker.changed.connect(self._on_model_changed)
+        self.step_picker.changed.connect(self.schedule_validate)
+        self.mode_combo.currentIndexChanged.connect(self._update_visibility)
+        self.method_combo.currentIndexChanged.connect(self._update_visibility)
+        self.keep_clear_check.toggled.connect(self._update_visibility)
+        self.device_combo.currentIndexChanged.connect(self.schedule_validate)
+        for spin in (self.tile_spin, self.overlap_spin, self.steps_spin):
+            spin.valueChanged.connect(self.schedule_validate)
+        self.extent_box.extentChanged.connect(self.schedule_validate)
+        self.extent_box.toggled.connect(self.schedule_validate)
+        self.output_widget.fileChanged.connect(self.schedule_validate)
+        self.estimate_button.clicked.connect(self.measure)
+        self.run_button.clicked.connect(self.run)
+        self.close_button.clicked.connect(self.close)
+        QgsProject.instance().layersAdded.connect(self._on_project_layers)
+
+    # ------------------------------------------------------------------------------------
+    # state
+    @property
+    def task(self) -> logic.TaskSpec:
+        return logic.TASKS_BY_KEY[self.task_combo.currentData() or "custom"]
+
+    def set_task(self, key: str) -> None:
+        index = self.task_combo.findData(key)
+        if index >= 0:
+            self.task_combo.setCurrentIndex(index)
+
+    def device(self) -> str:
+        return self.device_combo.currentData() or "auto"
+
+    def optical_layer(self):
+        return self.optical_combo.currentLayer()
+
+    def sar_layer(self):
+        return self.sar_combo.currentLayer() if self._sar_used() else None
+
+    def _sar_used(self) -> bool:
+        return self.task.needs_sar or self.task.sar_optional
+
+    def _needs_model(self) -> bool:
+        return not (self.task.key == "fusion" and self.method_combo.currentData() != "network")
+
+    def _uses_step_model(self) -> bool:
+        return self.task.key == "optical_cloud_removal" and self.mode_combo.currentData() == "diffusion"
+
+    def schedule_validate(self, *_args) -> None:
+        if not self._loading and hasattr(self, "_revalidate"):
+            self._revalidate.start()
+
+    # ------------------------------------------------------------------------------------
+    # reactions
+    def _on_task_changed(self, *_args) -> None:
+        if self._loading:
+            return
+        spec = self.task
+        self.task_description.setText(spec.description)
+        from ..plugin.tasks import job_available
+
+        ok, reason = job_available(spec.function)
+        self.availability.setText("" if ok else f"<span style='color:#b36b00'>ℹ {_esc(reason or 'pipeline missing')}</span>")
+        self.model_picker.set_task(spec.key)
+        saved = QgsSettings().value(S + f"model/{spec.key}", "")
+        if saved:
+            self.model_picker.refresh(select=saved)
+        self.step_picker.set_task(spec.key if spec.key == "optical_cloud_removal" else "optical_cloud_removal")
+        if spec.key == "optical_cloud_removal" and self.step_picker.current_path() is None \
+                and self.model_picker.current_path() is not None:
+            # no diffusion-step model anywhere yet: the reference network alone still runs
+            self.mode_combo.setCurrentIndex(self.mode_combo.findData("reference"))
+        self.optical_hint.setText(f"expects: {spec.optical_hint}" if spec.optical_hint else "")
+        self.sar_hint.setText(f"expects: {spec.sar_hint}" if spec.sar_hint
+                              else "optional: only for models with a SAR input" if spec.sar_optional else "")
+        self._auto_layer = {"optical": True, "sar": True}
+        self._preselect_layers()
+        self._update_visibility()
+        self._suggest_output()
+        self._fill_band_table()
+        self.validate()
+
+    def _update_visibility(self, *_args) -> None:
+        key = self.task.key
+        show = {
+            "sar": self._sar_used(),
+            "mode": key == "optical_cloud_removal",
+            "step": self._uses_step_model(),
+            "diffusion": self._uses_step_model(),
+            "fusion": key == "fusion",
+            "sarcr": key == "sar_cloud_removal",
+            "model": self._needs_model(),
+        }
+        for widget in (self.sar_label, self.sar_combo, self.sar_hint):
+            widget.setVisible(show["sar"])
+        for widget in (self.mode_label, self.mode_combo):
+            widget.setVisible(show["mode"])
+        for widget in (self.step_label, self.step_picker):
+            widget.setVisible(show["step"])
+        self.diffusion_options.setVisible(show["diffusion"])
+        self.fusion_options.setVisible(show["fusion"])
+        self.sarcr_options.setVisible(show["sarcr"])
+        for widget in (self.threshold_label, self.threshold_spin):
+            widget.setEnabled(self.keep_clear_check.isChecked())
+        for widget in (self.model_label, self.model_picker):
+            widget.setVisible(show["model"])
+        self.model_group.setVisible(show["model"] or show["mode"])
+        self.sar_combo.setAllowEmptyLayer(True)
+        self._fill_band_table()
+        self.schedule_validate()
+
+    def _on_layer_changed(self, role: str) -> None:
+        combo = self.optical_combo if role == "optical" else self.sar_combo
+        previous = self._previous_layer.get(role)
+        self._previous_layer[role] = combo.currentLayer()
+        if self._loading or getattr(self, "_preselecting", False):
+            return
+        if previous is not None:   # not the combo's own pick of a first layer: the user chose
+            self._auto_layer[role] = False
+        self._update_extent_source()
+        self._suggest_output()
+        self._fill_band_table()
+        self.schedule_validate()
+
+    def _on_model_changed(self) -> None:
+        if self._loading:
+            return
+        self._fill_band_table()
+        self.schedule_validate()
+
+    def _on_project_layers(self, *_args) -> None:
+        try:
+            self._preselect_layers(only_if_better=True)
+            self._fill_band_table()
+            self.schedule_validate()
+        except RuntimeError:  # dialog already deleted
+            pass
+
+    # ------------------------------------------------------------------------------------
+    # layers and bands
+    def _wanted_bands(self, role: str) -> List[Tuple[str, str]]:
+        """[(name, meaning)] the model expects for ``role``; from the card, else the task."""
+        card = self.model_picker.card() if self._needs_model() else None
+        if card is not None:
+            specs = card.inputs_with_role(role)
+            return [(b.name, b.meaning) for spec in specs for b in spec.bands]
+        names = self.task.default_optical if role == "optical" else self.task.default_sar
+        return [(n, "") for n in names]
+
+    def _band_params(self) -> Tuple[str, ...]:
+        return {"sar_cloud_removal": ("optical", "sar"), "optical_cloud_removal": ("optical",),
+                "fusion": ("optical", "sar"), "custom": ("optical", "sar")}[self.task.key]
+
+    def _preselect_layers(self, only_if_better: bool = False) -> None:
+        """Pick the most plausible layer for each role the user has not chosen himself.
+        ``only_if_better`` (layers were added): change a choice only for a strictly more
+        plausible layer, and never pick a SkyClear result as an input."""
+        outputs = {os.path.abspath(p) for p in self._output_paths}
+        layers = [l for l in QgsProject.instance().mapLayers().values()
+                  if isinstance(l, QgsRasterLayer) and os.path.abspath(layer_path(l) or "/-") not in outputs]
+        if not layers:
+            return
+        infos = {l.id(): layer_info(l) for l in layers}
+        self._preselecting = True
+        try:
+            for role, combo in (("optical", self.optical_combo), ("sar", self.sar_combo)):
+                if role == "sar" and not self._sar_used():
+                    continue
+                current = combo.currentLayer()
+                if not self._auto_layer.get(role, True) and current is not None:
+                    continue
+                if role == "sar" and self.task.sar_optional:
+                    continue
+                wanted = [n for n, _ in self._wanted_bands(role)]
+                last = QgsSettings().value(S + f"last_{role}", "")
+                candidates = layers
+                if role == "sar" and len(layers) > 1:
+                    candidates = [l for l in layers if l is not self.optical_combo.currentLayer()]
+
+                def score(l):
+                    # the layer used last time wins among equally plausible ones
+                    return (logic.plausibility(infos[l.id()], role, wanted), bool(last) and layer_path(l) == last)
+
+                best = max(candidates, key=score)
+                if only_if_better and current is not None and current.id() in infos \
+                        and score(best) <= score(current):
+                    continue
+                combo.setLayer(best)
+        finally:
+            self._preselecting = False
+        self._update_extent_source()
+
+    def _fill_band_table(self) -> None:
+        table = self.band_table
+        table.setRowCount(0)
+        self._band_rows: List[Tuple[str, str, QComboBox]] = []
+        roles = [r for r in self._band_params() if r == "optical" or self._sar_used()]
+        if not roles:
+            table.hide()
+            self.band_note.setText("Bands: the fusion uses the optical RGB bands (1, 2, 3) and SAR band 1.")
+            return
+        table.show()
+        self.band_note.setText("Band mapping: which raster band feeds each model band (prefilled from the "
+                               "band descriptions or order; edit if needed).")
+        for role in roles:
+            layer = self.optical_layer() if role == "optical" else self.sar_layer()
+            wanted = self._wanted_bands(role)
+            if layer is None or not wanted:
+                continue
+            info = layer_info(layer)
+            mapping = logic.default_band_mapping([n for n, _ in wanted], info.descriptions, info.band_count)
+            for (name, meaning), chosen in zip(wanted, mapping):
+                row = table.rowCount()
+                table.insertRow(row)
+                item = QTableWidgetItem(role.upper())
+                item.setFlags(Qt.ItemIsEnabled)
+                table.setItem(row, 0, item)
+                item = QTableWidgetItem(name + (f" — {meaning}" if meaning else ""))
+                item.setFlags(Qt.ItemIsEnabled)
+                table.setItem(row, 1, item)
+                combo = QComboBox()
+                combo.addItem("— choose —", 0)
+                for i in range(1, info.band_count + 1):
+                    desc = info.descriptions[i - 1] if i - 1 < len(info.descriptions) else ""
+                    combo.addItem(f"{i}" + (f": {desc}" if desc else ""), i)
+                combo.setCurrentIndex(chosen or 0)
+                combo.currentIndexChanged.connect(self.schedule_validate)
+                table.setCellWidget(row, 2, combo)
+                self._band_rows.append((role, name, combo))
+        table.setFixedHeight(min(250, 34 + 31 * max(1, table.rowCount())))
+
+    def band_mapping(self, role: str) -> List[Optional[int]]:
+        return [combo.currentData() or None for r, _, combo in getattr(self, "_band_rows", []) if r == role]
+
+    def set_band(self, role: str, model_band: str, raster_band: int) -> None:
+        for r, name, combo in self._band_rows:
+            if r == role and name == model_band:
+                combo.setCurrentIndex(combo.findData(raster_band))
+
+    # ------------------------------------------------------------------------------------
+    # extent, output
+    def _update_extent_source(self) -> None:
+        layer = self.optical_layer()
+        if layer is None:
+            return
+        georeferenced = layer.crs().isValid()
+        if not georeferenced and self.extent_box.isChecked():
+            self.extent_box.setChecked(False)
+        self.extent_box.setEnabled(georeferenced)
+        self.extent_box.setToolTip("" if georeferenced else
+                                   "The optical raster has no CRS: SkyClear processes all of it")
+        self.extent_box.setOriginalExtent(layer.extent(), layer.crs())
+        self.extent_box.setOutputCrs(layer.crs())
+        if not self.extent_box.isChecked():
+            self.extent_box.blockSignals(True)
+            self.extent_box.setOutputExtentFromOriginal()
+            self.extent_box.setChecked(False)
+            self.extent_box.blockSignals(False)
+        if self.iface is not None:
+            try:
+                canvas = self.iface.mapCanvas()
+                self.extent_box.setCurrentExtent(canvas.extent(), canvas.mapSettings().destinationCrs())
+            except Exception:
+                pass
+
+    def extent(self) -> Optional[Tuple[float, float, float, float]]:
+        if not self.extent_box.isChecked():
+            return None
+        r = self.extent_box.outputExtent()
+        if r.isNull() or r.isEmpty():
+            return None
+        return (r.xMinimum(), r.yMinimum(), r.xMaximum(), r.yMaximum())
+
+    def _suggest_output(self) -> None:
+        current = self.output_widget.filePath()
+        if current and current != getattr(self, "_suggested_output", None):
+            return               # the user typed or browsed a path: keep it
+        layer = self.optical_layer()
+        folder = QgsSettings().value(S + "output_dir", "") or os.path.expanduser("~")
+        stem = os.path.splitext(os.path.basename(layer_path(layer)))[0] if layer else "skyclear"
+        suffix = {"sar_cloud_removal": "cloudfree_sar", "optical_cloud_removal": "cloudfree",
+                  "fusion": "fused", "custom": "model"}[self.task.key]
+        self._suggested_output = os.path.join(folder, f"{stem}_{suffix}.tif")
+        self.output_widget.setFilePath(self._suggested_output)
+
+    def cloud_probability_path(self) -> str:
+        stem, _ = os.path.splitext(self.output_path() or "skyclear.tif")
+        return f"{stem}_cloud_probability.tif"
+
+    def output_path(self) -> str:
+        path = (self.output_widget.filePath() or "").strip()
+        if path and not path.lower().endswith((".tif", ".tiff")):
+            path += ".tif"
+        return path
+
+    # ------------------------------------------------------------------------------------
+    # validation
+    def validate(self) -> bool:
+        msgs: List[Tuple[str, str]] = []
+        spec = self.task
+        try:
+            from ..plugin.tasks import resolve_job
+
+            resolve_job(spec.function)
+        except ImportError as exc:
+            msgs.append((ERROR, f"“{spec.title}” is not available in this version: {exc}"))
+        optical = self.optical_layer()
+        if optical is None:
+            msgs.append((ERROR, "Choose an optical raster layer (add one to the project first)."))
+        sar = self.sar_layer()
+        if spec.needs_sar and sar is None:
+            msgs.append((ERROR, "Choose a SAR raster layer."))
+        card = None
+        if self._needs_model():
+            problem = self.model_picker.problem()
+            if problem:
+                msgs.append((ERROR, problem))
+            card = self.model_picker.card()
+            if spec.sar_optional and card is not None:
+                if card.inputs_with_role("sar") and sar is None:
+                    msgs.append((ERROR, f"Model '{card.name}' needs a SAR raster."))
+                if sar is not None and not card.inputs_with_role("sar"):
+                    msgs.append((WARNING, f"Model '{card.name}' takes no SAR input; the SAR layer is ignored."))
+        if self.model_picker.refusal and self._needs_model():
+            msgs.append((ERROR, self.model_picker.refusal))
+        if self._uses_step_model():
+            problem = self.step_picker.problem()
+            if problem:
+                if self.step_picker.current_path() is None:
+                    problem += " Or set Mode to “Reference network only”."
+                msgs.append((ERROR, problem))
+            if self.step_picker.refusal:
+                msgs.append((ERROR, self.step_picker.refusal))
+        for role, layer in (("optical", optical), ("sar", sar)):
+            if layer is None:
+                continue
+            if layer.providerType() != "gdal" or not os.path.isfile(layer_path(layer)):
+                msgs.append((ERROR, f"{role.capitalize()} layer '{layer.name()}' is not a raster file; SkyClear "
+                                    "reads rasters from files: export it as GeoTIFF first (right-click › Export)."))
+                continue
+            info = layer_info(layer)
+            if card is not None:
+                specs = card.inputs_with_role(role)
+                highs = [b.clip[1] for spec in specs for b in spec.bands if b.clip]
+                problem = logic.value_range_problem(role, card.name, max(highs) if highs else None, info.dtype)
+                if problem:
+                    msgs.append((WARNING, problem))
+            if role in self._band_params():
+                wanted = [n for n, _ in self._wanted_bands(role)]
+                if wanted:
+                    problem = logic.band_problem(role.capitalize(), wanted, self.band_mapping(role), info.band_count)
+                    if problem:
+                        msgs.append((ERROR, problem))
+            elif spec.key == "fusion":
+                if role == "optical" and info.band_count < 3:
+                    msgs.append((ERROR, f"Optical raster has {info.band_count} band(s); fusion needs an RGB raster (3 bands)."))
+                elif role == "optical" and info.band_count > 3:
+                    msgs.append((WARNING, f"Optical raster has {info.band_count} bands; fusion uses bands 1, 2, 3 as RGB."))
+                if role == "sar" and info.band_count != 1:
+                    msgs.append((WARNING, f"SAR raster has {info.band_count} bands; fusion uses band 1."))
+        if optical is not None and sar is not None:
+            msgs.extend(self._check_alignment(optical, sar))
+        if optical is not None and self.extent() is not None:
+            e = self.extent()
+            o = optical.extent()
+            if not logic.boxes_overlap(e, (o.xMinimum(), o.yMinimum(), o.xMaximum(), o.yMaximum())):
+                msgs.append((ERROR, "The chosen extent does not overlap the optical raster."))
+        tile = self.tile_spin.value()
+        overlap = self.overlap_spin.value()
+        if tile and overlap >= tile:
+            msgs.append((ERROR, f"Overlap ({overlap} px) must be smaller than the tile size ({tile} px)."))
+        if card is not None and tile and tile % card.size_multiple:
+            msgs.append((ERROR, f"Tile size must be a multiple of {card.size_multiple} for model '{card.name}'."))
+        text, device_ok = device_text(self.device())
+        self.device_label.setText(("<b>Device:</b> " if device_ok else "✖ <b>Device:</b> ") + _esc(text))
+        self.device_label.setStyleSheet("" if device_ok else f"color: {_COLOURS[ERROR]};")
+        if not device_ok:
+            msgs.append((ERROR, text))
+        out = self.output_path()
+        if not out:
+            msgs.append((ERROR, "Choose an output GeoTIFF file."))
+        else:
+            folder = os.path.dirname(os.path.abspath(out))
+            if not os.path.isdir(folder):
+                msgs.append((ERROR, f"Output folder does not exist: {folder}"))
+            elif not os.access(folder, os.W_OK):
+                msgs.append((ERROR, f"Output folder is not writable: {folder}"))
+            elif os.path.exists(out):
+                msgs.append((WARNING, f"{os.path.basename(out)} exists and will be overwritten."))
+            if optical is not None and os.path.abspath(out) == os.path.abspath(layer_path(optical)):
+                msgs.append((ERROR, "The output would overwrite the optical input."))
+            open_layers = [l.name() for l in QgsProject.instance().mapLayers().values()
+                           if os.path.abspath(layer_path(l) or "/-") == os.path.abspath(out)]
+            if open_layers:
+                if os.name == "nt":
+                    msgs.append((ERROR, f"Layer '{open_layers[0]}' has {os.path.basename(out)} open: remove it "
+                                        "from the project or choose another output."))
+                else:
+                    msgs.append((WARNING, f"Layer '{open_layers[0]}' shows {os.path.basename(out)}; it will be "
+                                          "replaced by the new result."))
+            busy = [t for t in self.tasks
+                    if os.path.abspath(t.kwargs.get("output", "")) == os.path.abspath(out)]
+            if busy:
+                msgs.append((ERROR, f"A running task is writing {os.path.basename(out)}: choose another output."))
+        if spec.key == "sar_cloud_removal":
+            self.cloudprob_note.setText(f"Also writes the cloud-probability map (0 = clear, 1 = cloud): "
+                                        f"{os.path.basename(self.cloud_probability_path())}")
+        self.messages = msgs
+        self._show_messages()
+        self._update_estimate(card)
+        errors = [m for m in msgs if m[0] == ERROR]
+        self.run_button.setEnabled(not errors)
+        return not errors
+
+    def _safe_validate(self) -> None:
+        """Timer slot: an unexpected error is logged, never raised into Qt's event loop."""
+        try:
+            self.validate()
+        except RuntimeError:       # dialog deleted meanwhile
+            pass
+        except Exception as exc:
+            import traceback
+
+            from qgis.core import QgsMessageLog
+
+            QgsMessageLog.logMessage(f"validation failed: {exc}\n{traceback.format_exc()}", "SkyClear", Qgis.Warning)
+            self.message_label.setText(f"<span style='color:{_COLOURS[ERROR]}'>✖ {_esc(exc)}</span>")
+
+    def _check_alignment(self, optical, sar) -> List[Tuple[str, str]]:
+        msgs = []
+        o_crs, s_crs = optical.crs(), sar.crs()
+        if not o_crs.isValid() or not s_crs.isValid():
+            if (optical.width(), optical.height()) != (sar.width(), sar.height()):
+                msgs.append((ERROR, "A raster has no CRS and the two rasters differ in size "
+                                    f"({optical.width()}×{optical.height()} vs {sar.width()}×{sar.height()}): "
+                                    "without a CRS they must share the same pixel grid."))
+            else:
+                msgs.append((INFO, "No CRS on the rasters: they are assumed to share the same pixel grid."))
+            return msgs
+        s_extent = sar.extent()
+        if o_crs != s_crs:
+            try:
+                transform = QgsCoordinateTransform(s_crs, o_crs, QgsProject.instance())
+                s_extent = transform.transformBoundingBox(sar.extent())
+            except Exception:
+                msgs.append((ERROR, f"Cannot transform {s_crs.authid()} to {o_crs.authid()}."))
+                return msgs
+            msgs.append((INFO, f"SAR is in {s_crs.authid()}; it will be reprojected to the optical grid "
+                               f"({o_crs.authid()})."))
+        o_extent = optical.extent()
+        if not o_extent.intersects(s_extent):
+            msgs.append((ERROR, "The SAR and optical rasters do not overlap."))
+        else:
+            inter = QgsRectangle(o_extent)
+            inter = inter.intersect(s_extent)
+            frac = inter.area() / o_extent.area() if o_extent.area() > 0 else 1.0
+            if frac < 0.99:
+                msgs.append((WARNING, f"The SAR covers only {100 * frac:.0f}% of the optical raster; "
+                                      "the rest of the output will be nodata."))
+            if abs(sar.rasterUnitsPerPixelX() - optical.rasterUnitsPerPixelX()) > 1e-9 * max(1.0, abs(optical.rasterUnitsPerPixelX())) \
+                    and o_crs == s_crs:
+                msgs.append((INFO, "SAR and optical pixel sizes differ; the SAR will be resampled to the optical grid."))
+        return msgs
+
+    def _show_messages(self) -> None:
+        if not self.messages:
+            self.message_label.setText(f"<span style='color:#1b7e2b'>✔ Ready to run.</span>")
+            return
+        self.message_label.setText("<br>".join(
+            f"<span style='color:{_COLOURS[level]}'>{_MARKS[level]} {_esc(text)}</span>"
+            for level, text in self.messages))
+
+    def errors(self) -> List[str]:
+        return [text for level, text in self.messages if level == ERROR]
+
+    # ------------------------------------------------------------------------------------
+    # estimate
+    def _pixels(self) -> Tuple[int, int]:
+        layer = self.optical_layer()
+        if layer is None:
+            return 0, 0
+        extent = self.extent()
+        if extent is None:
+            return layer.width(), layer.height()
+        o = layer.extent()
+        xres, yres = layer.rasterUnitsPerPixelX() or 1, layer.rasterUnitsPerPixelY() or 1
+        w = (min(extent[2], o.xMaximum()) - max(extent[0], o.xMinimum())) / xres
+        h = (min(extent[3], o.yMaximum()) - max(extent[1], o.yMinimum())) / yres
+        return max(0, int(round(w))), max(0, int(round(h)))
+
+    def _classical_card(self):
+        """The card jobs.fuse_sar_optical builds for a classical method (None otherwise)."""
+        if self.task.key != "fusion" or self._needs_model():
+            return None
+        optical, sar = self.optical_layer(), self.sar_layer()
+        if optical is None or sar is None:
+            return None
+        try:
+            from ..plugin.core.model_card import parse_card
+            from ..plugin.core.pipelines.fusion_classical import classical_fusion_card
+
+            dtype = lambda layer: "float32" if layer_info(layer).is_float else (  # noqa: E731
+                "uint8" if layer.dataProvider().dataType(1) == Qgis.Byte else "uint16")
+            return classical_fusion_card(self.method_combo.currentData(), sar_dtype=dtype(sar),
+                                         optical_dtype=dtype(optical),
+                                         despeckle="lee" if self.despeckle_check.isChecked() else None)
+        except Exception:
+            return None
+
+    def _tiling(self, card) -> Tuple[int, int]:
+        tile = self.tile_spin.value() or (card.tile_size if card else 512)
+        overlap = self.overlap_spin.value()
+        if overlap < 0:
+            overlap = card.default_overlap if card else tile // 8
+        return tile, overlap
+
+    def _repeats(self) -> int:
+        return self.steps_spin.value() + 1 if self._uses_step_model() else 1
+
+    def _update_estimate(self, card=None) -> logic.Estimate:
+        if card is None and self._classical_card() is not None:
+            from ..plugin.core.model_card import parse_card
+
+            card = parse_card(self._classical_card())
+        width, height = self._pixels()
+        tile, overlap = self._tiling(card)
+        key = self._measure_key(card, tile)
+        per_tile = self._measured.get(key)
+        cin = sum(len(s.bands) for s in card.inputs) if card else 4
+        cout = sum(len(s.bands) for s in card.outputs) if card else 3
+        model_mb = os.path.getsize(self.model_picker.current_path()) / 2 ** 20 \
+            if card is not None and self._needs_model() and self.model_picker.current_path() else 0.0
+        est = logic.estimate(width, height, tile, overlap, cin, cout, per_tile, model_mb, repeats=1)
+        if per_tile is not None and self._uses_step_model():
+            est.total_seconds = est.tiles * per_tile
+        self.estimate_label.setText(f"Estimate for {width}×{height} px at tile {tile}, overlap {overlap}: {est.text()}")
+        self.last_estimate = est
+        return est
+
+    def _measure_key(self, card, tile):
+        return (self.model_picker.current_path() if self._needs_model() else
+                (self.method_combo.currentData(), self.despeckle_check.isChecked()), tile, self.device(),
+                self._repeats(), self.step_picker.current_path() if self._uses_step_model() else None)
+
+    def measure(self) -> Optional[float]:
+        """Time one tile of the selected model (second run, after warm-up)."""
+        card = self.model_picker.card() if self._needs_model() else None
+        classical = self._classical_card()
+        if card is None and classical is not None:
+            from ..plugin.core.model_card import parse_card
+
+            tile, _ = self._tiling(parse_card(classical))
+        else:
+            tile, _ = self._tiling(card)
+        QApplication.setOverrideCursor(Qt.WaitCursor)
+        try:
+            seconds = self._time_tile(card, tile)
+        except Exception as exc:
+            self.estimate_label.setText(f"Could not measure a tile: {exc}")
+            return None
+        finally:
+            QApplication.restoreOverrideCursor()
+        self._measured[self._measure_key(card, tile)] = seconds
+        self._update_estimate(card)
+        return seconds
+
+    def _time_tile(self, card, tile: int) -> float:
+        import numpy as np
+
+        if card is None:   # classical fusion: time the real tile processor on a random tile
+            classical = self._classical_card()
+            if classical is None:
+                raise ValueError("choose a model and the input layers first")
+            from ..plugin.core.pipelines.fusion_classical import ClassicalFusionProcessor
+
+            processor = ClassicalFusionProcessor.from_card(classical)
+            rng = np.random.default_rng(0)
+            inputs = {"optical": rng.random((1, 3, tile, tile), np.float32),
+                      "sar": rng.random((1, 1, tile, tile), np.float32)}
+            start = time.perf_counter()
+            processor(inputs, [(0, 0)])
+            return time.perf_counter() - start
+        from ..plugin.core.runtime import create_session
+
+        def one(path, model_card):
+            session, _ = create_session(path, self.device())
+            feeds = {}
+            for graph_input in session.get_inputs():
+                channels = graph_input.shape[1] if isinstance(graph_input.shape[1], int) else 1
+                if len(graph_input.shape) == 4:
+                    feeds[graph_input.name] = np.full((1, channels, tile, tile), 0.5, np.float32)
+                else:
+                    feeds[graph_input.name] = np.zeros([d if isinstance(d, int) else 1 for d in graph_input.shape],
+                                                       np.float32)
+            session.run(None, feeds)
+            start = time.perf_counter()
+            session.run(None, feeds)
+            return time.perf_counter() - start
+
+        seconds = one(self.model_picker.current_path(), card)
+        if self._uses_step_model() and self.step_picker.current_path():
+            seconds += self.steps_spin.value() * one(self.step_picker.current_path(), self.step_picker.card())
+        return seconds
+
+    # ------------------------------------------------------------------------------------
+    # running
+    def job_kwargs(self) -> Dict:
+        spec = self.task
+        kw: Dict = {"optical": layer_path(self.optical_layer()), "output": self.output_path(),
+                    "tile_size": self.tile_spin.value() or None,
+                    "overlap": None if self.overlap_spin.value() < 0 else self.overlap_spin.value(),
+                    "device": self.device(), "extent": self.extent()}
+        sar = self.sar_layer()
+        if spec.needs_sar or (spec.sar_optional and sar is not None):
+            kw["sar"] = layer_path(sar) if sar is not None else None
+        if "optical" in self._band_params():
+            kw["optical_bands"] = self.band_mapping("optical") or None
+        if "sar" in self._band_params() and sar is not None:
+            kw["sar_bands"] = self.band_mapping("sar") or None
+        if self._needs_model():
+            kw["model"] = self.model_picker.current_path()
+        if spec.key == "sar_cloud_removal":
+            kw["cloud_probability"] = self.cloud_probability_path()
+            kw["keep_clear"] = self.keep_clear_check.isChecked()
+            kw["clear_threshold"] = self.threshold_spin.value()
+        elif spec.key == "optical_cloud_removal":
+            kw["mode"] = self.mode_combo.currentData()
+            if self._uses_step_model():
+                kw["step_model"] = self.step_picker.current_path()
+                kw["steps"] = self.steps_spin.value()
+                kw["eta"] = self.eta_spin.value()
+                kw["seed"] = self.seed_spin.value()
+        elif spec.key == "fusion":
+            kw["method"] = self.method_combo.currentData()
+            kw["despeckle"] = self.despeckle_check.isChecked()
+        return kw
+
+    def run(self):
+        """Validate, then start a background task. Returns the task (None when invalid)."""
+        if not self.validate():
+            return None
+        from ..plugin import tasks
+
+        spec = self.task
+        kwargs = self.job_kwargs()
+        try:
+            job = tasks.resolve_job(spec.function)
+        except ImportError as exc:
+            self.messages.append((ERROR, str(exc)))
+            self._show_messages()
+            return None
+        unsupported = [k for k, v in kwargs.items() if not logic.accepts(job, k) and v not in (None, False)]
+        if unsupported:
+            self.messages.append((ERROR, f"This version of “{spec.title}” does not support: "
+                                         f"{', '.join(unsupported)}."))
+            self._show_messages()
+            return None
+        kwargs = {k: v for k, v in kwargs.items() if logic.accepts(job, k)}
+        self._save_settings()
+        task = tasks.SkyClearTask(spec.title, spec.function, kwargs, iface=self.iface,
+                                  add_to_map=self.add_to_map.isChecked(), job=job)
+        self._output_paths.update(v for k, v in kwargs.items() if k in ("output", "cloud_probability") and v)
+        task.done.connect(self._task_done)
+        self.tasks.append(task)
+        tasks.start(task)
+        self._update_status()
+        return task
+
+    def _task_done(self, task) -> None:
+        try:
+            if task in self.tasks:
+                self.tasks.remove(task)
+            self._update_status(last=task)
+        except RuntimeError:
+            pass
+
+    def _update_status(self, last=None) -> None:
+        running = len(self.tasks)
+        text = f"{running} task(s) running — progress in the QGIS task bar." if running else ""
+        if last is not None and not running:
+            text = ("Last run: " + ("finished" if last.report is not None else
+                                     "cancelled" if last.was_cancelled else f"failed — {last.error}"))
+        self.status_label.setText(text)
+
+    def shutdown(self) -> None:
+        """Plugin unload / QGIS closing: cancel our tasks and keep the choices."""
+        from ..plugin import tasks
+
+        try:
+            QgsProject.instance().layersAdded.disconnect(self._on_project_layers)
+        except Exception:
+            pass
+        self._save_settings()
+        tasks.cancel_all()
+
+    # ------------------------------------------------------------------------------------
+    # settings
+    def _save_settings(self) -> None:
+        s = QgsSettings()
+        s.setValue(S + "task", self.task.key)
+        s.setValue(S + "device", self.device())
+        s.setValue(S + "tile_size", self.tile_spin.value())
+        s.setValue(S + "overlap", self.overlap_spin.value())
+        s.setValue(S + "diffusion/mode", self.mode_combo.currentData())
+        s.setValue(S + "diffusion/steps", self.steps_spin.value())
+        s.setValue(S + "diffusion/eta", self.eta_spin.value())
+        s.setValue(S + "diffusion/seed", self.seed_spin.value())
+        s.setValue(S + "fusion/method", self.method_combo.currentData())
+        s.setValue(S + "fusion/despeckle", self.despeckle_check.isChecked())
+        s.setValue(S + "sar/keep_clear", self.keep_clear_check.isChecked())
+        s.setValue(S + "sar/clear_threshold", self.threshold_spin.value())
+        s.setValue(S + "add_to_map", self.add_to_map.isChecked())
+        if self.optical_layer() is not None:
+            s.setValue(S + "last_optical", layer_path(self.optical_layer()))
+        if self.sar_layer() is not None:
+            s.setValue(S + "last_sar", layer_path(self.sar_layer()))
+        if self.model_picker.current_path():
+            s.setValue(S + f"model/{self.task.key}", self.model_picker.current_path())
+        if self.step_picker.current_path():
+            s.setValue(S + "model/optical_cloud_removal_step", self.step_picker.current_path())
+        out = self.output_path()
+        if out:
+            s.setValue(S + "output_dir", os.path.dirname(os.path.abspath(out)))
+
+    def _restore_settings(self) -> None:
+        s = QgsSettings()
+
+        def value(key, default, kind):
+            try:
+                return kind(s.value(S + key, default))
+            except (TypeError, ValueError):
+                return default
+
+        def flag(key, default):
+            v = s.value(S + key, default)
+            return v in (True, "true", "1", 1) if not isinstance(v, bool) else v
+
+        self.set_task(s.value(S + "task", "sar_cloud_removal"))
+        index = self.device_combo.findData(s.value(S + "device", "auto"))
+        self.device_combo.setCurrentIndex(max(0, index))
+        self.tile_spin.setValue(value("tile_size", 0, int))
+        self.overlap_spin.setValue(value("overlap", -1, int))
+        self.mode_combo.setCurrentIndex(max(0, self.mode_combo.findData(s.value(S + "diffusion/mode", "diffusion"))))
+        self.steps_spin.setValue(value("diffusion/steps", 10, int))
+        self.eta_spin.setValue(value("diffusion/eta", 0.3, float))
+        self.seed_spin.setValue(value("diffusion/seed", 0, int))
+        self.method_combo.setCurrentIndex(max(0, self.method_combo.findData(s.value(S + "fusion/method", "laplacian"))))
+        self.despeckle_check.setChecked(flag("fusion/despeckle", False))
+        self.keep_clear_check.setChecked(flag("sar/keep_clear", False))
+        self.threshold_spin.setValue(value("sar/clear_threshold", 0.5, float))
+        self.add_to_map.setChecked(flag("add_to_map", True))
+        step = s.value(S + "model/optical_cloud_removal_step", "")
+        if step:
+            self.step_picker.refresh(select=step)
+
+    def showEvent(self, event):  # noqa: N802
+        super().showEvent(event)
+        self.extent_box.setCollapsed(not self.extent_box.isChecked())
+
+    def closeEvent(self, event):  # noqa: N802
+        self._save_settings()
+        super().closeEvent(event)
+
+
+def _esc(text: str) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
