@@ -141,12 +141,14 @@ def load_card(path: str):
 
 
 def zoo_for_task(task_key: str, step: bool = False, zoo_dir: Optional[str] = None) -> List[Tuple[str, object]]:
-    """Bundled models whose card fits the task: [(path, card)]."""
+    """Bundled models whose card fits the task: [(path, card)], the task's default
+    (card ``extra.default_for_task``) first, then by file name."""
     out = []
     for path in zoo_models(zoo_dir):
         card, _ = load_card(path)
         if card is not None and check_card_for_task(card, task_key, step) is None:
             out.append((path, card))
+    out.sort(key=lambda item: not item[1].extra.get("default_for_task", False))
     return out
 
 
