@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -54,13 +53,13 @@ def synthetic_scene(path: Path, size: int, bands: int = BANDS) -> Path:
     return path
 
 
-def model_for(bands: int, folder: Path) -> str:
+def model_for(bands: int, folder: Path, hidden: int = 8) -> str:
     from factories import conv_model
 
-    path = folder / f"conv{bands}.onnx"
+    path = folder / f"conv{bands}_{hidden}.onnx"
     if not path.exists():
         conv_model(str(path), bands, bands, clip=(0, 10000), scale=10000.0, out_dtype="uint16",
-                   tile=TILE, overlap=OVERLAP)
+                   tile=TILE, overlap=OVERLAP, hidden=hidden)
     return str(path)
 
 
@@ -122,6 +121,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096, 10980])
     parser.add_argument("--naive-max", type=int, default=4096,
                         help="largest scene for the naive baseline (10980² would need ~20 GB)")
+    parser.add_argument("--heavy-size", type=int, default=2048,
+                        help="also run a heavier conv (64 hidden channels) on this scene size (0: skip)")
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "skyclear-bench"))
     parser.add_argument("--child", choices=["engine", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -134,17 +135,21 @@ def main() -> None:
 
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    cases = [(f"synthetic {s}²", synthetic_scene(cache / f"scene_{s}.tif", s), BANDS, s) for s in args.sizes]
+    cases = [(f"synthetic {s}²", synthetic_scene(cache / f"scene_{s}.tif", s), BANDS, s, 8) for s in args.sizes]
     if REAL_SCENE.exists():
         with rasterio.open(REAL_SCENE) as ds:
-            cases.append((f"Major-TOM {ds.width}² (real)", REAL_SCENE, ds.count, ds.width))
-    print(f"tile {TILE}, overlap {OVERLAP}, CPU provider, {os.cpu_count()} cores; conv 3x3 n->8->n\n")
+            cases.append((f"Major-TOM {ds.width}² (real)", REAL_SCENE, ds.count, ds.width, 8))
+    if args.heavy_size:
+        s = args.heavy_size
+        cases.append((f"synthetic {s}², conv n->64->n", synthetic_scene(cache / f"scene_{s}.tif", s), BANDS, s, 64))
+    print(f"tile {TILE}, overlap {OVERLAP}, batch 4, CPU provider, {os.cpu_count()} cores; "
+          "model: conv 3x3 n->8->n unless noted\n")
     header = ("| scene | engine MP/s | engine peak RSS MB | engine overhead vs model time | "
               "naive MP/s | naive peak RSS MB |")
     print(header)
     print("|---|---:|---:|---:|---:|---:|")
-    for label, scene, bands, size in cases:
-        model = model_for(bands, cache)
+    for label, scene, bands, size, hidden in cases:
+        model = model_for(bands, cache, hidden)
         mp = size * size / 1e6
         eng = measure("engine", model, str(scene), cache)
         naive = measure("naive", model, str(scene), cache) if size <= args.naive_max else {"error": "skipped"}

@@ -68,11 +68,10 @@ def affine_model(path: str, gain: Sequence[float], bias: Sequence[float], card: 
 
 
 def conv_model(path: str, in_channels: int, out_channels: int, kernel: int = 3, seed: int = 0,
-               card: Optional[dict] = None, sar_channels: int = 0, **card_kw) -> str:
+               card: Optional[dict] = None, sar_channels: int = 0, hidden: int = 8, **card_kw) -> str:
     """A small conv net (conv-relu-conv); with SAR input, the SAR is concatenated first."""
     rng = np.random.default_rng(seed)
     total_in = in_channels + sar_channels
-    hidden = 8
     w1 = numpy_helper.from_array((rng.standard_normal((hidden, total_in, kernel, kernel)) * 0.2).astype(np.float32), "w1")
     w2 = numpy_helper.from_array((rng.standard_normal((out_channels, hidden, kernel, kernel)) * 0.2).astype(np.float32), "w2")
     pad = [kernel // 2] * 4

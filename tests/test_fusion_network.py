@@ -176,7 +176,6 @@ def test_tiny_export_has_a_valid_card_and_matches_torch(data_dir, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from skyclear.models.fusion import trainer as ft
     from skyclear.plugin.core.model_card import read_card
-    common = ["--data", str(data_dir), "--seed", "0"]
     import skyclear.models as m
     import os
     cfg = lambda n: os.path.join(m.CONFIG_DIR, n)  # noqa: E731

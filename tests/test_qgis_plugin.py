@@ -1,6 +1,5 @@
 """The plugin inside a real QGIS: loading, Processing, and headless qgis_process."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

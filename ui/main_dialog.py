@@ -829,7 +829,7 @@ class SkyClearDialog(QDialog):
 
     def _show_messages(self) -> None:
         if not self.messages:
-            self.message_label.setText(f"<span style='color:#1b7e2b'>✔ Ready to run.</span>")
+            self.message_label.setText("<span style='color:#1b7e2b'>✔ Ready to run.</span>")
             return
         self.message_label.setText("<br>".join(
             f"<span style='color:{_COLOURS[level]}'>{_MARKS[level]} {_esc(text)}</span>"
@@ -861,7 +861,6 @@ class SkyClearDialog(QDialog):
         if optical is None or sar is None:
             return None
         try:
-            from ..plugin.core.model_card import parse_card
             from ..plugin.core.pipelines.fusion_classical import classical_fusion_card
 
             dtype = lambda layer: "float32" if layer_info(layer).is_float else (  # noqa: E731

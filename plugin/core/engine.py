@@ -15,13 +15,14 @@ with inputs and outputs in network units (see ``model_card`` for the band transf
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -54,7 +55,6 @@ class RunReport:
     seconds: float
     processor_seconds: float
     valid_fraction: float
-    notes: List[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------
@@ -148,6 +148,23 @@ def open_sources(card: ModelCard, paths: Dict[str, str],
 # the streaming loop
 
 
+@functools.lru_cache(maxsize=None)
+def _return_large_buffers_to_the_os() -> None:
+    """Serve allocations over 4 MiB (tiles, batches) by mmap so freeing them returns memory.
+
+    glibc otherwise raises its mmap threshold after the first large free and carves later
+    tiles out of its heaps, which fragment across the I/O and model threads: peak memory
+    then creeps up with the number of tiles. No-op outside glibc.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 4 * 1024 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 @dataclass
 class _Output:
     spec: TensorSpec
@@ -201,6 +218,7 @@ def run_tiled(card: ModelCard, sources: Dict[str, RasterSource], processor: Tile
     }
     tags.update(extra_tags or {})
     block = output_block_size(grid.stride)
+    _return_large_buffers_to_the_os()
     writers: Dict[str, _Output] = {}
     try:
         for name, path in outputs.items():
@@ -282,8 +300,6 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
                 upcoming = io.submit(load, *batches[k + 1])
             y0 = r * S
             if cols.start == 0:
-                next_bottom = {n: np.zeros_like(b) for n, b in bottom.items()}
-                next_bottom_w = np.zeros_like(bottom_w)
                 right = {n: np.zeros((c, T, O), np.float32) for n, c in channels.items()}
                 right_w = np.zeros((T, O), np.float32)
             batch = {spec.name: np.stack([t[0][spec.name] for t in tiles]).astype(np.float32, copy=False)
@@ -307,12 +323,12 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
                     for n in writers:
                         acc[n][:, :O, :span] += bottom[n][:, :, x0:x0 + span]
                     wsum[:O, :span] += bottom_w[:, x0:x0 + span]
-                if O:
+                if O:  # this tile's columns of `bottom` are consumed: reuse them for the next row
                     for n in writers:
                         right[n] = acc[n][:, :, S:].copy()
-                        next_bottom[n][:, :, x0:x0 + span] = acc[n][:, S:, :span]
+                        bottom[n][:, :, x0:x0 + span] = acc[n][:, S:, :span]
                     right_w = wsum[:, S:].copy()
-                    next_bottom_w[:, x0:x0 + span] = wsum[S:, :span]
+                    bottom_w[:, x0:x0 + span] = wsum[S:, :span]
                 window = Window(x0, y0, span, height)
                 raw = {n: postprocess(acc[n][:, :height, :span] / wsum[:height, :span], out.spec)
                        for n, out in writers.items()}
@@ -324,8 +340,6 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
                 while len(writes) > 2 * batch_size:
                     writes.popleft().result()
                 done += 1
-            if cols.stop == grid.cols:
-                bottom, bottom_w = next_bottom, next_bottom_w
             if progress:
                 progress(done / len(grid), f"tile {done}/{len(grid)}")
         for pending in writes:

@@ -7,7 +7,7 @@ and scripts. All arguments are keyword-only; each returns the engine's ``RunRepo
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -16,7 +16,6 @@ from .errors import InputError
 from .model_card import parse_card
 from .pipelines import generic
 from .raster_io import describe_raster
-from .runtime import create_session
 from .zoo import bundled_models, default_model, require_task
 
 Bands = Optional[Sequence[int]]
@@ -87,7 +86,7 @@ def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability:
     With ``keep_clear``, pixels whose cloud probability is below ``clear_threshold`` keep the
     input value unchanged.
     """
-    from .pipelines.sar_cloud_removal import keep_clear_pixels
+    from .pipelines.sar_cloud_removal import SarCloudRemovalProcessor, cloud_probability as to_cloud, keep_clear_pixels
 
     model = model or default_model("sar_cloud_removal")
     session, card, provider = generic.load_model(model, device)
@@ -98,17 +97,17 @@ def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability:
         raise InputError(f"clear threshold must be between 0 and 1, got {clear_threshold}")
     full_card = _with_cloud_probability(card)
     restored_name, clear_name = card.outputs[0].name, card.outputs[1].name
-    onnx = generic.OnnxProcessor(session, card)
+    model_processor = SarCloudRemovalProcessor(session, card)
 
     def processor(inputs, origins):
-        result = onnx(inputs, origins)
-        return {restored_name: result[restored_name], "cloud_probability": 1.0 - result[clear_name]}
+        result = model_processor(inputs, origins)
+        return {restored_name: result[restored_name], "cloud_probability": to_cloud(result[clear_name])}
 
     optical_input = card.inputs_with_role("optical")[0].name
 
     def keep_clear_hook(raw, inputs_raw, valid):
         raw[restored_name] = keep_clear_pixels(raw[restored_name], inputs_raw[optical_input],
-                                               raw["cloud_probability"][0], clear_threshold)
+                                               raw["cloud_probability"][0], clear_threshold, valid)
         return raw
 
     outputs = {restored_name: output,
