@@ -74,6 +74,33 @@ def run_engine(model: str, scene: str, out: str) -> dict:
     return {"seconds": report.seconds, "model_seconds": report.processor_seconds}
 
 
+def synthetic_sar(optical: Path) -> Path:
+    """A 2-band float32 dB raster (VV, VH) on the optical grid, for the IB-HFN case."""
+    path = optical.with_name(optical.stem + "_sar.tif")
+    if not path.exists():
+        with rasterio.open(optical) as src:
+            profile = dict(driver="GTiff", width=src.width, height=src.height, count=2, dtype="float32",
+                           tiled=True, compress="deflate", crs=src.crs, transform=src.transform)
+        rng = np.random.default_rng(1)
+        with rasterio.open(path, "w", **profile) as dst:
+            for y in range(0, profile["height"], 1024):
+                h = min(1024, profile["height"] - y)
+                block = rng.normal(-12, 3, (2, h, profile["width"])).astype("float32")
+                dst.write(block, window=Window(0, y, profile["width"], h))
+    return path
+
+
+def run_ibhfn(model: str, scene: str, out: str) -> dict:
+    """The bundled IB-HFN (default tile 256) on a 13-band scene plus synthetic SAR."""
+    from skyclear.plugin.core import jobs
+
+    report = jobs.remove_clouds_sar(optical=scene, sar=str(synthetic_sar(Path(scene))), output=out,
+                                    device="cpu")
+    for path in report.outputs.values():
+        os.remove(path)
+    return {"seconds": report.seconds, "model_seconds": report.processor_seconds}
+
+
 def run_naive(model: str, scene: str, out: str) -> dict:
     """Read everything, run the model on the whole array in one call, write everything."""
     import onnxruntime as ort
@@ -96,7 +123,7 @@ def run_naive(model: str, scene: str, out: str) -> dict:
 
 
 def child(args) -> None:
-    fn = {"engine": run_engine, "naive": run_naive}[args.case]
+    fn = {"engine": run_engine, "naive": run_naive, "ibhfn": run_ibhfn}[args.case]
     result = fn(args.model, args.scene, args.out)
     print(json.dumps(result))
 
@@ -124,7 +151,9 @@ def main() -> None:
     parser.add_argument("--heavy-size", type=int, default=2048,
                         help="also run a heavier conv (64 hidden channels) on this scene size (0: skip)")
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "skyclear-bench"))
-    parser.add_argument("--child", choices=["engine", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--ibhfn-size", type=int, default=2048,
+                        help="also run the bundled IB-HFN (with synthetic SAR) on this scene size (0: skip)")
+    parser.add_argument("--child", choices=["engine", "naive", "ibhfn"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--scene", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -163,6 +192,15 @@ def main() -> None:
         naive_rate = {"v": mp / naive["seconds"]} if "seconds" in naive else naive
         print(f"| {label} | {cell(eng_rate, 'v', '{:.2f}')} | {cell(eng, 'peak_rss_mb', '{:.0f}')} | {overhead} | "
               f"{cell(naive_rate, 'v', '{:.2f}')} | {cell(naive, 'peak_rss_mb', '{:.0f}')} |", flush=True)
+    if args.ibhfn_size:
+        size = args.ibhfn_size
+        scene = synthetic_scene(cache / f"scene_{size}.tif", size)
+        run = measure("ibhfn", "", str(scene), cache)
+        if "seconds" in run:
+            print(f"| synthetic {size}² + SAR, bundled IB-HFN (tile 256) | {size * size / 1e6 / run['seconds']:.2f} | "
+                  f"{run['peak_rss_mb']:.0f} | {run['seconds'] / run['model_seconds'] - 1:.0%} | | |", flush=True)
+        else:
+            print(f"| synthetic {size}² + SAR, bundled IB-HFN | {run['error']} | | | | |")
 
 
 if __name__ == "__main__":
