@@ -229,9 +229,15 @@ class Shooter:
         from skyclear.ui import logic
 
         if logic.zoo_for_task("sar_cloud_removal"):
+            # a SEN12MS-CR triplet held out from training (models/ibhfn/splits.py)
+            held_out = os.path.join(DATA, "sen12mscr", "oriolac_5278")
+            s2h = self.add(os.path.join(held_out, "s2_cloudy.tif"), "S2 cloudy (SEN12MS-CR 5278)")
+            s1h = self.add(os.path.join(held_out, "s1.tif"), "S1 (SEN12MS-CR 5278)")
+            ref = self.add(os.path.join(held_out, "s2_cloudfree.tif"), "S2 cloud-free reference (5278)")
+            style_layer(ref)  # a clear-sky stretch: with the cloudy image's, clouds squash the land to black
             dialog.set_task("sar_cloud_removal")
-            dialog.optical_combo.setLayer(s2)
-            dialog.sar_combo.setLayer(s1)
+            dialog.optical_combo.setLayer(s2h)
+            dialog.sar_combo.setLayer(s1h)
             dialog.output_widget.setFilePath(os.path.join(self.outputs, "s2_cloudfree_sar.tif"))
             task = dialog.run()
             if task is not None:
@@ -239,10 +245,11 @@ class Shooter:
                 if task.layers:
                     image = [l for l in task.layers if l.bandCount() > 1]
                     prob = [l for l in task.layers if l.bandCount() == 1]
-                    same_stretch(s2, image)
-                    self.side_by_side([("cloudy Sentinel-2 (true colour)", [s2]),
-                                       ("SkyClear SAR-assisted", image),
-                                       ("cloud probability", prob + [s2])], "result_sar_cloud_removal.png")
+                    same_stretch(ref, image + [s2h])
+                    self.side_by_side([("cloudy Sentinel-2 (held out)", [s2h]),
+                                       ("SkyClear SAR-assisted (IB-HFN)", image),
+                                       ("cloud-free reference (other date)", [ref]),
+                                       ("cloud probability", prob + [s2h])], "result_sar_cloud_removal.png")
             else:
                 print("SAR cloud removal not started: " + "; ".join(dialog.errors()), file=sys.stderr)
         else:
