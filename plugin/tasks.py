@@ -22,47 +22,19 @@ _RUNNING: set = set()
 
 
 def resolve_job(function_name: str) -> Callable:
-    """The ``jobs.*`` function by name; before jobs.py exists, ``run_model`` falls back to the
-    generic pipeline so the custom-model task already works."""
-    try:
-        from .core import jobs
-    except ImportError:
-        jobs = None
-    if jobs is not None and hasattr(jobs, function_name):
-        return getattr(jobs, function_name)
-    if function_name == "run_model":
-        from .core.pipelines.generic import run_model
+    """The ``jobs.*`` function by name."""
+    from .core import jobs
 
-        def _run_model(*, model, optical, output, extent=None, **kwargs):
-            if extent is not None:
-                raise NotImplementedError("extent needs plugin/core/jobs.py")
-            return run_model(model, optical, output, **kwargs)
-
-        return _run_model
-    raise ImportError(f"SkyClear: the '{function_name}' pipeline is not available in this version")
+    return getattr(jobs, function_name)
 
 
 def job_available(function_name: str):
-    """(available, reason) from ``jobs.available`` when present."""
-    try:
-        from .core import jobs
-    except ImportError:
-        return (function_name == "run_model",
-                "" if function_name == "run_model" else "this pipeline is not installed yet")
-    available = getattr(jobs, "available", None)
-    tasks = getattr(jobs, "TASKS", {}) or {}
-    key = function_name
-    for task_key, entry in tasks.items():
-        function = entry.get("function") if isinstance(entry, dict) else None
-        if task_key == function_name or getattr(function, "__name__", function) == function_name:
-            key = task_key
-            break
-    if available is not None:
-        try:
-            ok, reason = available(key)
-            return bool(ok), str(reason or "")
-        except Exception as exc:  # unknown key etc.
-            return hasattr(jobs, function_name), str(exc)
+    """(available, reason) of the dialog task whose job is ``function_name``."""
+    from .core import jobs
+
+    for task_key, entry in jobs.TASKS.items():
+        if task_key == function_name or entry["function"].__name__ == function_name:
+            return jobs.available(task_key)
     return hasattr(jobs, function_name), ""
 
 

@@ -663,12 +663,6 @@ class SkyClearDialog(QDialog):
     def validate(self) -> bool:
         msgs: List[Tuple[str, str]] = []
         spec = self.task
-        try:
-            from ..plugin.tasks import resolve_job
-
-            resolve_job(spec.function)
-        except ImportError as exc:
-            msgs.append((ERROR, f"“{spec.title}” is not available in this version: {exc}"))
         optical = self.optical_layer()
         if optical is None:
             msgs.append((ERROR, "Choose an optical raster layer (add one to the project first)."))
@@ -1007,12 +1001,7 @@ class SkyClearDialog(QDialog):
 
         spec = self.task
         kwargs = self.job_kwargs()
-        try:
-            job = tasks.resolve_job(spec.function)
-        except ImportError as exc:
-            self.messages.append((ERROR, str(exc)))
-            self._show_messages()
-            return None
+        job = tasks.resolve_job(spec.function)
         unsupported = [k for k, v in kwargs.items() if not logic.accepts(job, k) and v not in (None, False)]
         if unsupported:
             self.messages.append((ERROR, f"This version of “{spec.title}” does not support: "
