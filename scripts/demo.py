@@ -30,8 +30,9 @@ def qgis_process(algorithm: str, **params) -> float:
     if proc.returncode != 0:
         print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
         raise SystemExit(f"{algorithm} failed")
-    for line in proc.stdout.splitlines():
-        if line.startswith(("execution provider", "finished in", "OUTPUT", "CLOUD_PROBABILITY", "PROVIDER")):
+    results = proc.stdout.split("Results", 1)[-1]  # qgis_process echoes the inputs first
+    for line in results.splitlines():
+        if line.startswith(("OUTPUT", "CLOUD_PROBABILITY", "PROVIDER")):
             print("   ", line)
     return time.time() - started
 
