@@ -86,7 +86,8 @@ def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability:
     With ``keep_clear``, pixels whose cloud probability is below ``clear_threshold`` keep the
     input value unchanged.
     """
-    from .pipelines.sar_cloud_removal import SarCloudRemovalProcessor, cloud_probability as to_cloud, keep_clear_pixels
+    from .pipelines.sar_cloud_removal import SarCloudRemovalProcessor, keep_clear_pixels
+    from .pipelines.sar_cloud_removal import cloud_probability as to_cloud
 
     model = model or default_model("sar_cloud_removal")
     session, card, provider = generic.load_model(model, device)

@@ -44,7 +44,7 @@ class RemoveCloudsSarAlgorithm(SkyClearAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean("KEEP_CLEAR", "Keep clear pixels unchanged", False))
         self.addParameter(QgsProcessingParameterNumber(
             "CLEAR_THRESHOLD", "Cloud probability below which a pixel counts as clear",
-            QgsProcessingParameterNumber.Double, 0.2, minValue=0.0, maxValue=1.0))
+            QgsProcessingParameterNumber.Double, 0.5, minValue=0.0, maxValue=1.0))
         self.add_tiling_parameters()
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Cloud-free image"))
         self.addParameter(QgsProcessingParameterRasterDestination("CLOUD_PROBABILITY", "Cloud probability"))
