@@ -81,3 +81,14 @@ def test_fusion_network_on_a_real_pair(tmp_path, data_dir):
     metrics = run("skyclear:evaluate_fusion", FUSED=out, SAR=pair / "cfog_stest3_sar.tif",
                   OPTICAL=pair / "cfog_stest3_optical.tif", OUTPUT=tmp_path / "m.csv")
     assert 0 < metrics["QABF"] < 1 and metrics["EN"] > 5
+
+
+def test_optical_cloud_removal_keeps_georeference_and_nodata(tmp_path, data_dir):
+    scene = data_dir / "scenes" / "rasterio_RGB.byte.tif"  # EPSG:32618, uint8, nodata 0 collar
+    out = tmp_path / "clear.tif"
+    run("skyclear:remove_clouds_optical", INPUT=scene, OUTPUT=out, MODE=1)  # reference network only
+    assert same_grid(out, scene)
+    with rasterio.open(out) as ds, rasterio.open(scene) as src:
+        assert ds.dtypes[0] == "uint8" and ds.nodata == src.nodata == 0
+        assert ((ds.dataset_mask() == 0) == (src.dataset_mask() == 0)).all()
+        assert ds.tags()["SKYCLEAR_MODE"] == "reference"
