@@ -166,6 +166,20 @@ class Shooter:
         return task
 
     # -- the run -------------------------------------------------------------------------------
+    def run_task(self, dialog, task_key, optical, output_name, sar=None):
+        """Fill the real dialog, press Run, wait; the result layers, or None with the reason printed."""
+        dialog.set_task(task_key)
+        dialog.optical_combo.setLayer(optical)
+        if sar is not None:
+            dialog.sar_combo.setLayer(sar)
+        dialog.output_widget.setFilePath(os.path.join(self.outputs, output_name))
+        task = dialog.run()
+        if task is None:
+            print(f"{task_key} not started: " + "; ".join(dialog.errors()), file=sys.stderr)
+            return None
+        self.wait(task)
+        return task.layers or None
+
     def run(self, with_results: bool) -> int:
         from qgis.core import QgsProject
 
@@ -210,20 +224,12 @@ class Shooter:
             return 0
 
         # classical fusion: needs no model, so it always runs
-        dialog.set_task("fusion")
         dialog.method_combo.setCurrentIndex(dialog.method_combo.findData("laplacian"))
-        dialog.optical_combo.setLayer(cfog_opt)
-        dialog.sar_combo.setLayer(cfog_sar)
-        dialog.output_widget.setFilePath(os.path.join(self.outputs, "cfog_fused_laplacian.tif"))
-        task = dialog.run()
-        if task is not None:
-            self.wait(task)
-            if task.layers:
-                same_stretch(cfog_opt, task.layers)
-                self.side_by_side([("optical input", [cfog_opt]), ("SAR input", [cfog_sar]),
-                                   ("SkyClear fusion (Laplacian)", task.layers)], "result_fusion.png")
-        else:
-            print("fusion not started: " + "; ".join(dialog.errors()), file=sys.stderr)
+        layers = self.run_task(dialog, "fusion", cfog_opt, "cfog_fused_laplacian.tif", sar=cfog_sar)
+        if layers:
+            same_stretch(cfog_opt, layers)
+            self.side_by_side([("optical input", [cfog_opt]), ("SAR input", [cfog_sar]),
+                               ("SkyClear fusion (Laplacian)", layers)], "result_fusion.png")
 
         # bundled models, when the zoo has them
         from skyclear.ui import logic
@@ -235,43 +241,29 @@ class Shooter:
             s1h = self.add(os.path.join(held_out, "s1.tif"), "S1 (SEN12MS-CR 5278)")
             ref = self.add(os.path.join(held_out, "s2_cloudfree.tif"), "S2 cloud-free reference (5278)")
             style_layer(ref)  # a clear-sky stretch: with the cloudy image's, clouds squash the land to black
-            dialog.set_task("sar_cloud_removal")
-            dialog.optical_combo.setLayer(s2h)
-            dialog.sar_combo.setLayer(s1h)
-            dialog.output_widget.setFilePath(os.path.join(self.outputs, "s2_cloudfree_sar.tif"))
-            task = dialog.run()
-            if task is not None:
-                self.wait(task)
-                if task.layers:
-                    image = [l for l in task.layers if l.bandCount() > 1]
-                    prob = [l for l in task.layers if l.bandCount() == 1]
-                    same_stretch(ref, image + [s2h])
-                    self.side_by_side([("cloudy Sentinel-2 (held out)", [s2h]),
-                                       ("SkyClear SAR-assisted (IB-HFN)", image),
-                                       ("cloud-free reference (other date)", [ref]),
-                                       ("cloud probability", prob + [s2h])], "result_sar_cloud_removal.png")
-            else:
-                print("SAR cloud removal not started: " + "; ".join(dialog.errors()), file=sys.stderr)
+            layers = self.run_task(dialog, "sar_cloud_removal", s2h, "s2_cloudfree_sar.tif", sar=s1h)
+            if layers:
+                image = [l for l in layers if l.bandCount() > 1]
+                prob = [l for l in layers if l.bandCount() == 1]
+                same_stretch(ref, image + [s2h])
+                self.side_by_side([("cloudy Sentinel-2 (held out)", [s2h]),
+                                   ("SkyClear SAR-assisted (IB-HFN)", image),
+                                   ("cloud-free reference (other date)", [ref]),
+                                   ("cloud probability", prob + [s2h])], "result_sar_cloud_removal.png")
         else:
             print("no bundled SAR cloud-removal model: result_sar_cloud_removal.png skipped", file=sys.stderr)
 
         if logic.zoo_for_task("optical_cloud_removal") and os.path.exists(THIN_CLOUD):
             dialog.set_task("optical_cloud_removal")
-            dialog.optical_combo.setLayer(thin)
             if not logic.zoo_for_task("optical_cloud_removal", step=True):
                 dialog.mode_combo.setCurrentIndex(dialog.mode_combo.findData("reference"))
-            dialog.output_widget.setFilePath(os.path.join(self.outputs, "thin_cloud_removed.tif"))
-            task = dialog.run()
-            if task is not None:
-                self.wait(task)
-                if task.layers:
-                    same_stretch(thin, task.layers)
-                    mode = "diffusion enhancement" if dialog.mode_combo.currentData() == "diffusion" \
-                        else "reference network only"
-                    self.side_by_side([("cloudy input", [thin]), (f"SkyClear optical ({mode})", task.layers)],
-                                      "result_optical_cloud_removal.png")
-            else:
-                print("optical cloud removal not started: " + "; ".join(dialog.errors()), file=sys.stderr)
+            layers = self.run_task(dialog, "optical_cloud_removal", thin, "thin_cloud_removed.tif")
+            if layers:
+                same_stretch(thin, layers)
+                mode = "diffusion enhancement" if dialog.mode_combo.currentData() == "diffusion" \
+                    else "reference network only"
+                self.side_by_side([("cloudy input", [thin]), (f"SkyClear optical ({mode})", layers)],
+                                  "result_optical_cloud_removal.png")
         else:
             print("no bundled optical cloud-removal model: result_optical_cloud_removal.png skipped",
                   file=sys.stderr)
