@@ -3,8 +3,6 @@ model compatibility, tile counts and estimates. QGIS-free so it is easy to test.
 from __future__ import annotations
 
 import glob
-import inspect
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -110,7 +108,7 @@ def check_card_for_task(card, task_key: str, step: bool = False) -> Optional[str
 
 def zoo_models(zoo_dir: Optional[str] = None) -> List[str]:
     if zoo_dir is None:
-        from ..models import ZOO_DIR
+        from ..plugin.core.zoo import ZOO_DIR
 
         zoo_dir = ZOO_DIR
     return sorted(glob.glob(os.path.join(zoo_dir, "*.onnx")))
@@ -293,24 +291,17 @@ def band_problem(label: str, wanted: Sequence[str], mapping: Sequence[Optional[i
     return None
 
 
-def boxes_overlap(a, b) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
 # ---------------------------------------------------------------------------------------
 # tiles and estimates
 
 
 def tile_count(width: int, height: int, tile: int, overlap: int) -> int:
+    """The engine's tile count, with the overlap clamped the way the spin boxes allow."""
     if tile <= 0 or width <= 0 or height <= 0:
         return 0
-    overlap = max(0, min(overlap, tile - 1))
-    stride = tile - overlap
+    from ..plugin.core.tiling import TileGrid
 
-    def count(size):
-        return 1 if size <= tile else math.ceil((size - tile) / stride) + 1
-
-    return count(width) * count(height)
+    return len(TileGrid(height, width, tile, max(0, min(overlap, tile - 1))))
 
 
 @dataclass
@@ -348,11 +339,3 @@ def format_seconds(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def accepts(function, name: str) -> bool:
-    try:
-        params = inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return True
-    return name in params or any(p.kind == p.VAR_KEYWORD for p in params.values())

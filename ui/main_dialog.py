@@ -16,6 +16,7 @@ from qgis.PyQt.QtWidgets import (QAbstractItemView, QApplication, QCheckBox, QCo
                                  QHeaderView, QLabel, QPushButton, QScrollArea, QSpinBox,
                                  QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
+from ..plugin.core.raster_io import boxes_overlap
 from . import logic
 from .dependencies_panel import DependenciesPanel
 from .model_manager import ModelPicker
@@ -722,7 +723,7 @@ class SkyClearDialog(QDialog):
         if optical is not None and self.extent() is not None:
             e = self.extent()
             o = optical.extent()
-            if not logic.boxes_overlap(e, (o.xMinimum(), o.yMinimum(), o.xMaximum(), o.yMaximum())):
+            if not boxes_overlap(e, (o.xMinimum(), o.yMinimum(), o.xMaximum(), o.yMaximum())):
                 msgs.append((ERROR, "The chosen extent does not overlap the optical raster."))
         tile = self.tile_spin.value()
         overlap = self.overlap_spin.value()
@@ -1002,13 +1003,6 @@ class SkyClearDialog(QDialog):
         spec = self.task
         kwargs = self.job_kwargs()
         job = tasks.resolve_job(spec.function)
-        unsupported = [k for k, v in kwargs.items() if not logic.accepts(job, k) and v not in (None, False)]
-        if unsupported:
-            self.messages.append((ERROR, f"This version of “{spec.title}” does not support: "
-                                         f"{', '.join(unsupported)}."))
-            self._show_messages()
-            return None
-        kwargs = {k: v for k, v in kwargs.items() if logic.accepts(job, k)}
         self._save_settings()
         task = tasks.SkyClearTask(spec.title, spec.function, kwargs, iface=self.iface,
                                   add_to_map=self.add_to_map.isChecked(), job=job)

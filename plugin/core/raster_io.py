@@ -66,7 +66,8 @@ def _pixel_offset(ds, grid: Grid) -> Optional[tuple]:
     return row, col
 
 
-def _boxes_overlap(a, b) -> bool:
+def boxes_overlap(a, b) -> bool:
+    """Whether two (xmin, ymin, xmax, ymax) boxes share any area."""
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
@@ -109,7 +110,7 @@ class RasterSource:
                 f"({ds.width}x{ds.height} vs {grid.width}x{grid.height}). Georeference both rasters, "
                 "or give rasters with identical pixel grids")
         src_box = transform_bounds(ds.crs, grid.crs, *ds.bounds, densify_pts=21)
-        if not _boxes_overlap(src_box, grid.bounds):
+        if not boxes_overlap(src_box, grid.bounds):
             raise InputError(
                 f"{self.label}: {os.path.basename(self.path)} does not overlap the optical raster "
                 f"(its extent in {grid.crs.to_string()} is {tuple(round(v, 3) for v in src_box)}, "
@@ -173,11 +174,11 @@ def subgrid(grid: Grid, extent) -> Grid:
     row0, col0 = max(0, int(np.floor(window.row_off))), max(0, int(np.floor(window.col_off)))
     row1 = min(grid.height, int(np.ceil(window.row_off + window.height)))
     col1 = min(grid.width, int(np.ceil(window.col_off + window.width)))
-    window = Window(col0, row0, col1 - col0, row1 - row0) if row1 > row0 and col1 > col0 else None
-    if window is None or window.width < 1 or window.height < 1:
+    if row1 <= row0 or col1 <= col0:
         raise InputError(f"the chosen extent {tuple(extent)} does not overlap the optical raster "
                          f"(extent {tuple(round(v, 3) for v in grid.bounds)})")
-    return Grid(grid.crs, rasterio.windows.transform(window, grid.transform), int(window.width), int(window.height))
+    window = Window(col0, row0, col1 - col0, row1 - row0)
+    return Grid(grid.crs, rasterio.windows.transform(window, grid.transform), col1 - col0, row1 - row0)
 
 
 def describe_raster(path: str) -> Dict:
