@@ -3,7 +3,7 @@ read-everything / run / write-everything baseline, on the CPU provider.
 
     python benchmarks/engine.py [--sizes 1024 2048 4096 10980] [--naive-max 4096]
 
-Each case runs in a fresh subprocess so its peak RSS (ru_maxrss) is its own. Scenes are
+Each case runs in a fresh subprocess that reports its own peak RSS (VmHWM). Scenes are
 13-band uint16 (Sentinel-2-like, smooth fields plus noise so they compress like real data),
 written once to a cache folder; the real case is the 12-band Major-TOM scene in
 ../shared/data/scenes. The model is a small 3x3 conv net (13 -> 8 -> 13 channels).
@@ -122,9 +122,20 @@ def run_naive(model: str, scene: str, out: str) -> dict:
     return {"seconds": time.time() - started, "model_seconds": model_seconds}
 
 
+def own_peak_rss_mb() -> float:
+    """This process's own high-water mark (VmHWM). ru_maxrss from wait4 is not: Linux carries
+    the parent's mark at fork across exec into it."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 def child(args) -> None:
     fn = {"engine": run_engine, "naive": run_naive, "ibhfn": run_ibhfn}[args.case]
     result = fn(args.model, args.scene, args.out)
+    result["peak_rss_mb"] = own_peak_rss_mb()
     print(json.dumps(result))
 
 
@@ -132,12 +143,11 @@ def measure(case: str, model: str, scene: str, workdir: Path) -> dict:
     out = workdir / f"out_{case}.tif"
     cmd = [sys.executable, __file__, "--child", case, "--model", model, "--scene", scene, "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, status, _ = os.wait4(proc.pid, 0)
     stdout, stderr = proc.stdout.read(), proc.stderr.read()
     if status != 0:
         return {"error": (stderr.strip().splitlines() or ["killed"])[-1][:80]}
     result = json.loads(stdout.strip().splitlines()[-1])
-    result["peak_rss_mb"] = usage.ru_maxrss / 1024.0
     if out.exists():
         out.unlink()
     return result

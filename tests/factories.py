@@ -97,6 +97,8 @@ def write_raster(path: str, data: np.ndarray, crs="EPSG:32633", transform=None, 
     count, height, width = data.shape
     profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=data.dtype.name,
                    nodata=nodata)
+    if count >= 4:
+        profile["photometric"] = "MINISBLACK"  # else GDAL reads a 4th uint8 band as alpha
     if crs is not None:
         profile.update(crs=crs, transform=transform or from_origin(500000, 4600000, 10, 10))
     with rasterio.open(path, "w", **profile) as ds:
@@ -106,7 +108,7 @@ def write_raster(path: str, data: np.ndarray, crs="EPSG:32633", transform=None, 
     return path
 
 
-def random_image(shape, dtype="uint8", seed=0, low=1, high=255) -> np.ndarray:
+def random_image(shape, dtype="uint8", seed=0, low=0, high=255) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.integers(low, high, size=shape).astype(dtype)
 

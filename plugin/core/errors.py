@@ -15,3 +15,7 @@ class ModelCardError(SkyClearError):
 
 class Cancelled(SkyClearError):
     """The user cancelled the run; no output was written."""
+
+
+class OutputError(SkyClearError):
+    """An output could not be written completely (disk full, I/O error); nothing was committed."""

@@ -2,7 +2,9 @@
 and scripts. All arguments are keyword-only; each returns the engine's ``RunReport``.
 
 ``progress(fraction, message)`` and ``is_cancelled()`` are polled once per tile batch;
-``extent`` is (xmin, ymin, xmax, ymax) in the optical raster's CRS, or None for all of it.
+``extent`` is (xmin, ymin, xmax, ymax) in the optical raster's CRS, or None for all of it;
+``value_scale`` is None (check the value range: warn, or refuse when the output would be flat),
+"auto" or a gain (see ``bands.apply_value_range``).
 """
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .engine import RunReport, open_sources, run_tiled
-from .errors import InputError
+from .bands import apply_value_range
+from .engine import RunReport, grid_input, open_sources, run_tiled
+from .errors import Cancelled, InputError
 from .model_card import parse_card
 from .pipelines import generic
 from .raster_io import describe_raster
@@ -22,12 +25,16 @@ Bands = Optional[Sequence[int]]
 
 
 def _run(card, paths, processor, outputs, *, provider, tile_size, overlap, band_lists, labels,
-         extent, progress, is_cancelled, block_hook=None, tags=None) -> RunReport:
+         extent, progress, is_cancelled, block_hook=None, tags=None, value_scale=None) -> RunReport:
     sources = open_sources(card, paths, band_lists, labels, extent)
     try:
+        card, scale_tags = apply_value_range(card, sources, value_scale, labels)
+        if hasattr(processor, "bind_grid"):  # processors that must know where the image ends
+            grid = sources[grid_input(card).name].grid
+            processor.bind_grid(grid.height, grid.width)
         return run_tiled(card, sources, processor, outputs, tile_size, overlap, provider=provider,
                          progress=progress, is_cancelled=is_cancelled, block_hook=block_hook,
-                         extra_tags=tags)
+                         extra_tags=dict(tags or {}, **scale_tags))
     finally:
         for source in sources.values():
             source.close()
@@ -42,7 +49,7 @@ def _model_tags(path: str) -> Dict[str, str]:
 
 def run_model(*, model: str, optical: str, output: str, sar: Optional[str] = None, tile_size=None,
               overlap=None, device="auto", optical_bands: Bands = None, sar_bands: Bands = None,
-              extent=None, progress=None, is_cancelled=None) -> RunReport:
+              extent=None, progress=None, is_cancelled=None, value_scale=None) -> RunReport:
     """Any carded model; extra model outputs go beside ``output`` as ``<stem>_<name>.tif``."""
     session, card, provider = generic.load_model(model, device)
     paths = generic.inputs_by_role(card, optical, sar)
@@ -51,7 +58,8 @@ def run_model(*, model: str, optical: str, output: str, sar: Optional[str] = Non
     return _run(card, paths, generic.OnnxProcessor(session, card), outputs, provider=provider,
                 tile_size=tile_size, overlap=overlap,
                 band_lists=_band_lists(card, optical_bands, sar_bands), labels=_labels(card),
-                extent=extent, progress=progress, is_cancelled=is_cancelled, tags=_model_tags(model))
+                extent=extent, progress=progress, is_cancelled=is_cancelled, tags=_model_tags(model),
+                value_scale=value_scale)
 
 
 def _band_lists(card, optical_bands: Bands, sar_bands: Bands) -> Dict[str, Sequence[int]]:
@@ -80,7 +88,8 @@ def _with_cloud_probability(card):
 def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability: Optional[str] = None,
                       model: Optional[str] = None, keep_clear: bool = False, clear_threshold: float = 0.5,
                       tile_size=None, overlap=None, device="auto", optical_bands: Bands = None,
-                      sar_bands: Bands = None, extent=None, progress=None, is_cancelled=None) -> RunReport:
+                      sar_bands: Bands = None, extent=None, progress=None, is_cancelled=None,
+                      value_scale=None) -> RunReport:
     """Cloud-free optical image in the input's units plus a cloud-probability map.
 
     With ``keep_clear``, pixels whose cloud probability is below ``clear_threshold`` keep the
@@ -117,7 +126,7 @@ def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability:
     return _run(full_card, paths, processor, outputs, provider=provider, tile_size=tile_size,
                 overlap=overlap, band_lists=_band_lists(card, optical_bands, sar_bands),
                 labels=_labels(card), extent=extent, progress=progress, is_cancelled=is_cancelled,
-                block_hook=keep_clear_hook if keep_clear else None,
+                value_scale=value_scale, block_hook=keep_clear_hook if keep_clear else None,
                 tags=dict(_model_tags(model), SKYCLEAR_KEEP_CLEAR=str(keep_clear),
                           SKYCLEAR_CLEAR_THRESHOLD=str(clear_threshold)))
 
@@ -130,7 +139,7 @@ def remove_clouds_optical(*, optical: str, output: str, model: Optional[str] = N
                           step_model: Optional[str] = None, mode: str = "diffusion", steps: int = 10,
                           eta: float = 0.3, seed: int = 0, tile_size=None, overlap=None, device="auto",
                           optical_bands: Bands = None, extent=None, progress=None,
-                          is_cancelled=None) -> RunReport:
+                          is_cancelled=None, value_scale=None) -> RunReport:
     """Reference model E alone (``mode="reference"``) or E + the DE sampling loop."""
     from .pipelines.optical_cloud_removal import DiffusionProcessor, ReferenceProcessor
 
@@ -153,13 +162,20 @@ def remove_clouds_optical(*, optical: str, output: str, model: Optional[str] = N
         if step_card.inputs_with_role("optical")[0].band_names != card.inputs[0].band_names:
             raise InputError(f"{os.path.basename(step_model)} and {os.path.basename(model)} take different "
                              "bands; choose a matching reference/step pair")
-        processor = DiffusionProcessor(session, step_session, steps=steps, eta=eta, seed=seed)
+        def on_step(i, total):
+            if is_cancelled and is_cancelled():
+                raise Cancelled("cancelled by the user; no output was written")
+
+        try:
+            processor = DiffusionProcessor(session, step_session, steps=steps, eta=eta, seed=seed, on_step=on_step)
+        except ValueError as exc:
+            raise InputError(f"steps: {exc}") from exc
         tags.update(SKYCLEAR_STEP_MODEL_FILE=os.path.basename(step_model), SKYCLEAR_STEPS=str(steps),
                     SKYCLEAR_ETA=str(eta), SKYCLEAR_SEED=str(seed))
     return _run(card, {card.inputs[0].name: optical}, processor, {card.outputs[0].name: output},
                 provider=provider, tile_size=tile_size, overlap=overlap,
                 band_lists=_band_lists(card, optical_bands, None), labels=_labels(card), extent=extent,
-                progress=progress, is_cancelled=is_cancelled, tags=tags)
+                progress=progress, is_cancelled=is_cancelled, tags=tags, value_scale=value_scale)
 
 
 # ---------------------------------------------------------------------------------------
@@ -190,7 +206,7 @@ def _despeckling(processor, card, despeckle: bool):
 def fuse_sar_optical(*, sar: str, optical: str, output: str, method: str = "network",
                      model: Optional[str] = None, despeckle: bool = False, tile_size=None, overlap=None,
                      device="auto", optical_bands: Bands = None, sar_bands: Bands = None, extent=None,
-                     progress=None, is_cancelled=None) -> RunReport:
+                     progress=None, is_cancelled=None, value_scale=None) -> RunReport:
     """Fused image on the optical grid: the bundled/custom network or a classical method."""
     from .pipelines.fusion_classical import ClassicalFusionProcessor, classical_fusion_card
 
@@ -214,7 +230,8 @@ def fuse_sar_optical(*, sar: str, optical: str, output: str, method: str = "netw
     paths = generic.inputs_by_role(card, optical, sar)
     return _run(card, paths, processor, {card.outputs[0].name: output}, provider=provider,
                 tile_size=tile_size, overlap=overlap, band_lists=_band_lists(card, optical_bands, sar_bands),
-                labels=_labels(card), extent=extent, progress=progress, is_cancelled=is_cancelled, tags=tags)
+                labels=_labels(card), extent=extent, progress=progress, is_cancelled=is_cancelled, tags=tags,
+                value_scale=value_scale)
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ optical raster's pixel grid (same size and transform).
 """
 from __future__ import annotations
 
+import contextlib
 import os
-import uuid
 import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
@@ -21,7 +21,8 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from .errors import InputError
+from . import atomic
+from .errors import InputError, OutputError
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def _open(path: str, label: str):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path)
     except rasterio.errors.RasterioIOError as exc:
-        raise InputError(f"{label}: {path} is not a readable raster ({exc})") from exc
+        raise InputError(f"{label}: {path} is not a raster GDAL can read ({exc})") from exc
 
 
 def _pixel_offset(ds, grid: Grid) -> Optional[tuple]:
@@ -54,11 +55,15 @@ def _pixel_offset(ds, grid: Grid) -> Optional[tuple]:
     if ds.crs != grid.crs:
         return None
     a, t = ds.transform, grid.transform
-    if not (np.isclose(a.a, t.a, rtol=1e-9) and np.isclose(a.e, t.e, rtol=1e-9) and a.b == t.b == 0
-            and a.d == t.d == 0):
+    if not (a.b == t.b == 0 and a.d == t.d == 0):
+        return None
+    # Same pixel size to within 1/1000 pixel of drift across the whole grid, whatever the
+    # units (a fixed absolute tolerance would accept degree grids that drift by pixels).
+    span = max(grid.width, grid.height, ds.width, ds.height)
+    if abs(a.a - t.a) * span > 1e-3 * abs(t.a) or abs(a.e - t.e) * span > 1e-3 * abs(t.e):
         return None
     col, row = ~a * (t.c, t.f)
-    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+    if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
         return None
     row, col = int(round(row)), int(round(col))
     if row < 0 or col < 0 or row + grid.height > ds.height or col + grid.width > ds.width:
@@ -142,13 +147,19 @@ class RasterSource:
         if self.offset is not None:
             window = Window(window.col_off + self.offset[1], window.row_off + self.offset[0],
                             window.width, window.height)
-        data = self._reader.read(self.bands, window=window, out_dtype="float32")
-        if self._alpha:
-            valid = self._reader.read(self._reader.count, window=window) > 0
-        else:
-            valid = self._reader.read_masks(self.bands, window=window).max(axis=0) > 0
-        if self.nodata is not None and np.isnan(self.nodata):
-            valid &= ~np.isnan(data).any(axis=0)
+        try:
+            data = self._reader.read(self.bands, window=window, out_dtype="float32")
+            if self._alpha:
+                valid = self._reader.read(self._reader.count, window=window) > 0
+            else:
+                valid = self._reader.read_masks(self.bands, window=window).max(axis=0) > 0
+        except rasterio.errors.RasterioError as exc:
+            raise InputError(f"{self.label}: {self.path} could not be read at rows {window.row_off}-"
+                             f"{window.row_off + window.height}, columns {window.col_off}-"
+                             f"{window.col_off + window.width}: the file is damaged or truncated ({exc})") from exc
+        if np.issubdtype(np.dtype(self.dtype), np.floating):
+            # NaN/inf are never data, tagged as nodata or not
+            valid &= np.isfinite(data).all(axis=0)
         data[:, ~valid] = 0.0
         return data, valid
 
@@ -208,60 +219,121 @@ def to_dtype(data: np.ndarray, dtype: str) -> np.ndarray:
 
 
 class GeoTiffWriter:
-    """A tiled, DEFLATE-compressed GeoTIFF written to a temporary file and renamed on commit.
+    """A tiled, DEFLATE-compressed GeoTIFF written to a hidden temporary file.
 
-    Until ``commit()`` the final path is untouched; ``abort()`` removes the temporary file,
-    so a cancelled or failed run leaves nothing half-written.
+    ``finish()`` closes and reads the file back (every block present and inside the file),
+    so a full disk or a failed flush is an error rather than a broken output; the run then
+    moves all its finished files into place with ``atomic.commit``. ``abort()`` removes the
+    temporary file. Until the commit, whatever was at the final path is untouched.
+
+    ``nodata`` is declared only when an invalid pixel was written (``mark_invalid``); with
+    ``use_mask`` validity goes into an internal mask band instead, for integer outputs
+    whose every value is a possible result.
     """
 
     def __init__(self, path: str, grid: Grid, count: int, dtype: str, nodata: Optional[float],
-                 descriptions: Sequence[str], tags: Dict[str, str], block: int):
+                 descriptions: Sequence[str], tags: Dict[str, str], block: int, use_mask: bool = False):
         self.path = os.path.abspath(path)
         folder = os.path.dirname(self.path)
+        if os.path.isdir(self.path):
+            raise InputError(f"output {self.path} is a folder; give a file name such as {self.path}/result.tif")
         if not os.path.isdir(folder):
             raise InputError(f"output folder does not exist: {folder}")
         if not os.access(folder, os.W_OK):
             raise InputError(f"output folder is not writable: {folder}")
-        self.tmp_path = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.part.tif")
+        atomic.sweep_stale(folder)
+        self.tmp_path = atomic.temp_path(self.path)
         self.dtype = dtype
         self.nodata = nodata
+        self.use_mask = use_mask
+        self.has_invalid = False
         integer = np.issubdtype(np.dtype(dtype), np.integer)
         profile = dict(
             driver="GTiff", width=grid.width, height=grid.height, count=count, dtype=dtype,
-            crs=grid.crs, transform=grid.transform, nodata=nodata, tiled=True,
+            crs=grid.crs, transform=grid.transform, nodata=None if use_mask else nodata, tiled=True,
             blockxsize=block, blockysize=block, compress="deflate", zlevel=1,
             predictor=2 if integer else 3, interleave="band", BIGTIFF="IF_SAFER",
         )
         if grid.crs is None and grid.transform == rasterio.Affine.identity():
             # a non-georeferenced input: write none either, or GIS software flips the y axis
             del profile["crs"], profile["transform"]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            self._ds = rasterio.open(self.tmp_path, "w", **profile)
-        for i, text in enumerate(descriptions, start=1):
-            self._ds.set_band_description(i, text)
-        self._ds.update_tags(**tags)
+        atomic.register(self.tmp_path)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self._ds = rasterio.open(self.tmp_path, "w", **profile)
+            for i, text in enumerate(descriptions, start=1):
+                self._ds.set_band_description(i, text)
+            self._ds.update_tags(**tags)
+        except rasterio.errors.RasterioError as exc:
+            atomic.remove(self.tmp_path)
+            raise InputError(f"cannot write {self.path}: {exc}") from exc
 
-    def write(self, data: np.ndarray, window: Window) -> None:
-        self._ds.write(data, window=window)
+    def write(self, data: np.ndarray, window: Window, valid: Optional[np.ndarray] = None) -> None:
+        try:
+            self._ds.write(data, window=window)
+            if self.use_mask:
+                self._ds.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=window)
+        except rasterio.errors.RasterioError as exc:
+            raise OutputError(f"writing {self.path} failed ({_gdal_reason(exc)}); nothing was written") from exc
+
+    def mark_invalid(self) -> None:
+        self.has_invalid = True
 
     def update_tags(self, **tags: str) -> None:
         self._ds.update_tags(**tags)
 
-    def commit(self) -> str:
-        self._ds.close()
-        os.replace(self.tmp_path, self.path)
-        stale_aux = self.path + ".aux.xml"
-        if os.path.exists(stale_aux):
-            os.remove(stale_aux)
-        return self.path
+    def finish(self) -> None:
+        """Close the file and check that it is complete on disk."""
+        try:
+            if not self.has_invalid and self._ds.nodata is not None:
+                self._ds.nodata = None  # nothing to declare: every pixel is valid
+            self._ds.close()
+        except rasterio.errors.RasterioError as exc:
+            raise OutputError(f"writing {self.path} failed ({_gdal_reason(exc)}); nothing was written") from exc
+        problem = verify_geotiff(self.tmp_path)
+        if problem:
+            raise OutputError(f"writing {self.path} failed: {problem} (is the disk full?); nothing was written")
 
     def abort(self) -> None:
-        if not self._ds.closed:
-            self._ds.close()
-        for path in (self.tmp_path, self.tmp_path + ".aux.xml"):
-            if os.path.exists(path):
-                os.remove(path)
+        with contextlib.suppress(Exception):
+            if not self._ds.closed:
+                self._ds.close()
+        atomic.remove(self.tmp_path)
+
+
+def _gdal_reason(exc: Exception) -> str:
+    """GDAL's own words ("No space left on device") are in the chained CPLE error, if any."""
+    text = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text}: {cause}"
+    return text
+
+
+def verify_geotiff(path: str) -> Optional[str]:
+    """None when the tiled GeoTIFF at ``path`` opens and every block of every band lies
+    inside the file; else what is wrong. Cheap: reads the block index, and decodes only
+    the last block of each band."""
+    try:
+        size = os.path.getsize(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                bw, bh = ds.block_shapes[0][1], ds.block_shapes[0][0]
+                cols, rows = -(-ds.width // bw), -(-ds.height // bh)
+                for b in range(1, ds.count + 1):
+                    for r in range(rows):
+                        for c in range(cols):
+                            off = ds.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=b)
+                            length = ds.get_tag_item(f"BLOCK_SIZE_{c}_{r}", "TIFF", bidx=b)
+                            if not off or not length or int(off) + int(length) > size:
+                                return f"block ({r}, {c}) of band {b} is missing"
+                    ds.read(b, window=Window((cols - 1) * bw, (rows - 1) * bh,
+                                             ds.width - (cols - 1) * bw, ds.height - (rows - 1) * bh))
+    except (rasterio.errors.RasterioError, OSError) as exc:
+        return f"the written file cannot be read back ({exc})"
+    return None
 
 
 def output_block_size(stride: int) -> int:
