@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 QGIS_PROFILE ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 
-.PHONY: setup test test-fast demo install uninstall benchmarks screenshots clean
+.PHONY: setup test test-fast demo install uninstall benchmarks screenshots package clean
 
 setup: $(STAMP) $(VENV)/bin/skyclear-process
 
@@ -44,6 +44,10 @@ demo: setup
 benchmarks: setup
 	$(PY) benchmarks/engine.py
 
+# skyclear-<version>.zip for the QGIS plugin repository / Install from ZIP
+package: setup
+	$(PY) scripts/package.py --out dist
+
 screenshots: setup
 	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) scripts/screenshots.py docs/screenshots
 
@@ -57,4 +61,4 @@ uninstall:
 	rm -f "$(QGIS_PROFILE)/python/plugins/skyclear"
 
 clean:
-	rm -rf $(VENV) .hypothesis demo_output
+	rm -rf $(VENV) .hypothesis demo_output dist

@@ -66,11 +66,11 @@ def model_for(bands: int, folder: Path, hidden: int = 8) -> str:
 # --------------------------------------------------------------------------------------- cases
 
 
-def run_engine(model: str, scene: str, out: str) -> dict:
+def run_engine(model: str, scene: str, out: str, compression: str = "deflate") -> dict:
     from skyclear.plugin.core import jobs
 
     report = jobs.run_model(model=model, optical=scene, output=out, tile_size=TILE, overlap=OVERLAP,
-                            device="cpu")
+                            device="cpu", compression=compression)
     return {"seconds": report.seconds, "model_seconds": report.processor_seconds}
 
 
@@ -90,18 +90,18 @@ def synthetic_sar(optical: Path) -> Path:
     return path
 
 
-def run_ibhfn(model: str, scene: str, out: str) -> dict:
+def run_ibhfn(model: str, scene: str, out: str, compression: str = "deflate") -> dict:
     """The bundled IB-HFN (default tile 256) on a 13-band scene plus synthetic SAR."""
     from skyclear.plugin.core import jobs
 
     report = jobs.remove_clouds_sar(optical=scene, sar=str(synthetic_sar(Path(scene))), output=out,
-                                    device="cpu")
+                                    device="cpu", compression=compression)
     for path in report.outputs.values():
         os.remove(path)
     return {"seconds": report.seconds, "model_seconds": report.processor_seconds}
 
 
-def run_naive(model: str, scene: str, out: str) -> dict:
+def run_naive(model: str, scene: str, out: str, compression: str = "deflate") -> dict:
     """Read everything, run the model on the whole array in one call, write everything."""
     import onnxruntime as ort
 
@@ -134,15 +134,18 @@ def own_peak_rss_mb() -> float:
 
 def child(args) -> None:
     fn = {"engine": run_engine, "naive": run_naive, "ibhfn": run_ibhfn}[args.case]
-    result = fn(args.model, args.scene, args.out)
+    result = fn(args.model, args.scene, args.out, args.compression)
     result["peak_rss_mb"] = own_peak_rss_mb()
     print(json.dumps(result))
 
 
-def measure(case: str, model: str, scene: str, workdir: Path) -> dict:
+def measure(case: str, model: str, scene: str, workdir: Path, compression: str = "deflate",
+            threads: int = 0) -> dict:
     out = workdir / f"out_{case}.tif"
-    cmd = [sys.executable, __file__, "--child", case, "--model", model, "--scene", scene, "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [sys.executable, __file__, "--child", case, "--model", model, "--scene", scene, "--out", str(out),
+           "--compression", compression]
+    env = dict(os.environ, SKYCLEAR_THREADS=str(threads)) if threads else None
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     _, status, _ = os.wait4(proc.pid, 0)
     stdout, stderr = proc.stdout.read(), proc.stderr.read()
     if status != 0:
@@ -163,6 +166,10 @@ def main() -> None:
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "skyclear-bench"))
     parser.add_argument("--ibhfn-size", type=int, default=2048,
                         help="also run the bundled IB-HFN (with synthetic SAR) on this scene size (0: skip)")
+    parser.add_argument("--compression", default="deflate", choices=["deflate", "zstd", "none"],
+                        help="output compression of the engine runs (the naive baseline writes DEFLATE)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="onnxruntime intra-op threads of the engine runs (SKYCLEAR_THREADS; 0 = all cores)")
     parser.add_argument("--child", choices=["engine", "naive", "ibhfn"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--scene", help=argparse.SUPPRESS)
@@ -181,8 +188,8 @@ def main() -> None:
     if args.heavy_size:
         s = args.heavy_size
         cases.append((f"synthetic {s}², conv n->64->n", synthetic_scene(cache / f"scene_{s}.tif", s), BANDS, s, 64))
-    print(f"tile {TILE}, overlap {OVERLAP}, batch 4, CPU provider, {os.cpu_count()} cores; "
-          "model: conv 3x3 n->8->n unless noted\n")
+    print(f"tile {TILE}, overlap {OVERLAP}, batch 4, CPU provider, {os.cpu_count()} cores, "
+          f"output {args.compression}, onnxruntime threads {args.threads or 'all'}; model: conv 3x3 n->8->n unless noted\n")
     header = ("| scene | engine MP/s | engine peak RSS MB | engine overhead vs model time | "
               "naive MP/s | naive peak RSS MB |")
     print(header)
@@ -190,7 +197,7 @@ def main() -> None:
     for label, scene, bands, size, hidden in cases:
         model = model_for(bands, cache, hidden)
         mp = size * size / 1e6
-        eng = measure("engine", model, str(scene), cache)
+        eng = measure("engine", model, str(scene), cache, args.compression, args.threads)
         naive = measure("naive", model, str(scene), cache) if size <= args.naive_max else {"error": "skipped"}
 
         def cell(r, key, fmt):
@@ -205,7 +212,7 @@ def main() -> None:
     if args.ibhfn_size:
         size = args.ibhfn_size
         scene = synthetic_scene(cache / f"scene_{size}.tif", size)
-        run = measure("ibhfn", "", str(scene), cache)
+        run = measure("ibhfn", "", str(scene), cache, args.compression, args.threads)
         if "seconds" in run:
             print(f"| synthetic {size}² + SAR, bundled IB-HFN (tile 256) | {size * size / 1e6 / run['seconds']:.2f} | "
                   f"{run['peak_rss_mb']:.0f} | {run['seconds'] / run['model_seconds'] - 1:.0%} | | |", flush=True)
