@@ -406,3 +406,14 @@ def test_headless_run_says_why_the_gpu_is_not_used(tmp_path):
     if available:
         pytest.skip("a GPU is available here")
     assert f"GPU not used: {reason}" in proc.stdout
+
+
+def test_extent_on_a_raster_without_georeference(tmp_path):
+    img = random_image((3, 80, 120), "uint8")
+    src = write_raster(str(tmp_path / "plain.tif"), img, crs=None)
+    out = tmp_path / "o.tif"
+    jobs.run_model(model=identity_model(str(tmp_path / "id.onnx"), 3), optical=src, output=str(out),
+                   extent=(10, 10, 110, 60))  # pixel coordinates: columns 10-110, rows 10-60
+    with rasterio.open(out) as ds:
+        np.testing.assert_array_equal(ds.read(), img[:, 10:60, 10:110])
+

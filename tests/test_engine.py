@@ -272,3 +272,17 @@ def test_extent_crops_to_whole_pixels(tmp_path):
     assert profile["transform"] == from_origin(1100, 1800, 10, 10)
     with pytest.raises(InputError, match="does not overlap"):
         jobs.run_model(model=model, optical=src, output=str(tmp_path / "o2.tif"), extent=(0, 0, 10, 10))
+
+
+def test_output_compression_options_keep_the_values(tmp_path):
+    img = random_image((3, 70, 90), "uint16", seed=9, high=60000)
+    src = write_raster(str(tmp_path / "in.tif"), img)
+    model = identity_model(str(tmp_path / "id.onnx"), 3, clip=(0, 65535), scale=65535.0, out_dtype="uint16")
+    for compression in ("deflate", "zstd", "none"):
+        out = tmp_path / f"{compression}.tif"
+        jobs.run_model(model=model, optical=src, output=str(out), tile_size=32, overlap=8, compression=compression)
+        with rasterio.open(out) as ds:
+            np.testing.assert_array_equal(ds.read(), img)
+            assert (ds.compression.value if ds.compression else "none").lower() == compression
+    with pytest.raises(InputError, match="compression must be one of"):
+        jobs.run_model(model=model, optical=src, output=str(tmp_path / "x.tif"), compression="jpeg")

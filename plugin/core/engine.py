@@ -15,6 +15,9 @@ with inputs and outputs in network units (see ``model_card`` for the band transf
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import functools
 import json
 import logging
@@ -29,10 +32,10 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from . import atomic
 from .errors import Cancelled, InputError
 from .model_card import ModelCard, TensorSpec
-from .raster_io import (GeoTiffWriter, RasterSource, band_indexes_from_descriptions, describe_raster,
-                        output_block_size, subgrid, to_dtype)
+from .raster_io import GeoTiffWriter, RasterSource, output_block_size, subgrid, to_dtype
 from .tiling import TileGrid, pad_to, tile_weights
 
 log = logging.getLogger("skyclear")
@@ -87,31 +90,23 @@ def postprocess(net: np.ndarray, spec: TensorSpec) -> np.ndarray:
 
 def resolve_bands(path: str, spec: TensorSpec, label: str, bands: Optional[Sequence[int]],
                   model_name: str) -> List[int]:
-    """Which file bands feed ``spec``: explicit list, else all bands when the count matches,
-    else bands found by name in the file's band descriptions."""
-    info = describe_raster(path)
-    wanted = spec.band_names
-    if bands:
-        chosen = [int(b) for b in bands]
-        if len(chosen) != len(wanted):
-            raise InputError(f"{label}: {len(chosen)} band(s) chosen ({chosen}) but model '{model_name}' "
-                             f"expects {len(wanted)} ({','.join(wanted)})")
-        return chosen
-    if info["count"] == len(wanted):
-        return list(range(1, len(wanted) + 1))
-    by_name = band_indexes_from_descriptions(info["descriptions"], wanted)
-    if by_name:
-        return by_name
-    raise InputError(
-        f"{label}: {os.path.basename(path)} has {info['count']} band(s) but model '{model_name}' expects "
-        f"{len(wanted)} ({','.join(wanted)}), and its band descriptions do not name them. "
-        f"Choose {len(wanted)} bands explicitly (a band list like 1,2,3)")
+    """Which file bands feed ``spec``: the one band mapper of ``bands.py`` (explicit list,
+    then descriptions and aliases, then grey R=G=B, then file order)."""
+    from .bands import resolve_file_bands
+
+    return resolve_file_bands(path, spec.band_names, label, bands, model_name)
+
+
+def grid_input(card: ModelCard) -> TensorSpec:
+    """The input that defines the output grid, dtype, nodata and extent: the optical one,
+    whatever the order of the card's inputs."""
+    return next((spec for spec in card.inputs if spec.role == "optical"), card.inputs[0])
 
 
 def open_sources(card: ModelCard, paths: Dict[str, str],
                  band_lists: Optional[Dict[str, Sequence[int]]] = None,
                  labels: Optional[Dict[str, str]] = None, extent=None) -> Dict[str, RasterSource]:
-    """Open every card input on the grid of the first input (the optical one), cropped to
+    """Open every card input on the grid of the optical input (``grid_input``), cropped to
     ``extent`` (xmin, ymin, xmax, ymax in the optical CRS) when given.
 
     Checks band counts, dtypes, CRS and overlap before any work starts.
@@ -123,8 +118,9 @@ def open_sources(card: ModelCard, paths: Dict[str, str],
         raise InputError(f"model '{card.name}' needs input(s) {missing}; none given")
     sources: Dict[str, RasterSource] = {}
     grid = None
+    first = grid_input(card)
     try:
-        for spec in card.inputs:
+        for spec in [first] + [s for s in card.inputs if s is not first]:
             label = labels.get(spec.name, spec.name)
             path = paths[spec.name]
             bands = resolve_bands(path, spec, label, band_lists.get(spec.name), card.name)
@@ -173,40 +169,69 @@ class _Output:
     nodata: Optional[float]
 
 
-def _output_nodata(spec: TensorSpec, dtype: str, optical: RasterSource) -> float:
-    """The optical nodata when the output shares its dtype, else the card's, else NaN/0."""
-    floating = np.issubdtype(np.dtype(dtype), np.floating)
-    if optical.nodata is not None and dtype == optical.dtype:
-        return float(optical.nodata)
-    if spec.nodata is not None:
-        return float(spec.nodata)
-    return float("nan") if floating else 0.0
+def _output_nodata(spec: TensorSpec, dtype: str, optical: RasterSource) -> Optional[float]:
+    """A nodata value no valid output pixel can take, or None (validity then goes to a mask band).
+
+    Floats use NaN. Integers prefer the optical nodata, then the card's, then the dtype's
+    extremes, but only a value outside every band's output range: a valid pixel is never
+    altered to make room for nodata. The writer drops the tag again if no pixel is invalid.
+    """
+    if np.issubdtype(np.dtype(dtype), np.floating):
+        return float("nan")
+    info = np.iinfo(dtype)
+    lows = [b.clip[0] if b.clip else info.min for b in spec.bands]
+    highs = [b.clip[1] if b.clip else info.max for b in spec.bands]
+
+    def free(value) -> bool:
+        return value is not None and info.min <= value <= info.max and (value < min(lows) or value > max(highs))
+
+    same_dtype = optical.nodata is not None and dtype == optical.dtype
+    for value in (optical.nodata if same_dtype else None, spec.nodata, info.max, info.min):
+        if free(value):
+            return float(value)
+    return None
 
 
 def run_tiled(card: ModelCard, sources: Dict[str, RasterSource], processor: TileProcessor,
               outputs: Dict[str, str], tile_size: Optional[int] = None, overlap: Optional[int] = None,
               batch_size: int = 4, provider: str = "", progress: Optional[Progress] = None,
               is_cancelled: Optional[Callable[[], bool]] = None, block_hook: Optional[BlockHook] = None,
-              extra_tags: Optional[Dict[str, str]] = None) -> RunReport:
+              extra_tags: Optional[Dict[str, str]] = None, compression: str = "deflate",
+              tile_rows: Optional[Tuple[int, Optional[int]]] = None) -> RunReport:
     """Run ``processor`` over the whole grid and write the card outputs named in ``outputs``.
 
     ``block_hook(outputs_raw, inputs_raw, valid)`` may rewrite each finished block in raster
     units (e.g. to keep clear input pixels); it receives the raw input blocks on the grid.
     On any error or cancel, every output is removed and nothing else is left behind.
+    ``tile_rows`` (or ``run_options``) makes the outputs one row band of the scene (see there).
     """
     started = time.time()
+    scoped = _RUN_OPTIONS.get() or {}
+    tile_rows = scoped.get("tile_rows") if tile_rows is None else tile_rows
+    extra_tags = dict(extra_tags or {}, **scoped.get("tags", {}))
     tile = tile_size or card.tile_size
     if tile % card.size_multiple:
         raise InputError(f"tile size {tile} must be a multiple of {card.size_multiple} for model '{card.name}'")
     ov = card.default_overlap if overlap is None else overlap
+    if overlap is None and ov >= tile:
+        # only the tile size was chosen: keep the run possible, at some cost in seamlessness
+        ov = tile // 2
+        log.warning("tile size %d is not larger than model '%s''s overlap %d: using overlap %d; "
+                    "a tile size above %d keeps tiles seamless", tile, card.name, card.default_overlap, ov,
+                    card.default_overlap)
     if not 0 <= ov < tile:
         raise InputError(f"overlap {ov} must be at least 0 and smaller than the tile size {tile}")
-    optical = sources[card.inputs[0].name]
+    optical = sources[grid_input(card).name]
     grid_def = optical.grid
     grid = TileGrid(grid_def.height, grid_def.width, tile, ov)
+    part = _part_rows(grid, tile_rows)
+    out_grid = grid_def if part is None else dataclasses.replace(
+        grid_def, transform=grid_def.transform * rasterio.Affine.translation(0, part[2]), height=part[3] - part[2])
     unknown = sorted(set(outputs) - {o.name for o in card.outputs})
     if unknown:
         raise InputError(f"model '{card.name}' has no output(s) {unknown}")
+    atomic.check_output_paths([(f"output '{n}'", p) for n, p in outputs.items()],
+                              [(s.label, s.path) for s in sources.values()])
 
     tags = {
         "SKYCLEAR_VERSION": SKYCLEAR_VERSION, "SKYCLEAR_MODEL": card.name,
@@ -217,6 +242,8 @@ def run_tiled(card: ModelCard, sources: Dict[str, RasterSource], processor: Tile
                                        for n, s in sources.items()}),
     }
     tags.update(extra_tags or {})
+    if part is not None:
+        tags["SKYCLEAR_PART"] = json.dumps({"tile_rows": part[:2], "rows": part[2:], "height": grid.height})
     block = output_block_size(grid.stride)
     _return_large_buffers_to_the_os()
     writers: Dict[str, _Output] = {}
@@ -225,23 +252,63 @@ def run_tiled(card: ModelCard, sources: Dict[str, RasterSource], processor: Tile
             spec = card.output(name)
             dtype = spec.dtype or optical.dtype
             nodata = _output_nodata(spec, dtype, optical)
-            writer = GeoTiffWriter(path, grid_def, len(spec.bands), dtype, nodata,
-                                   spec.band_names, dict(tags, SKYCLEAR_OUTPUT=name), block)
+            writer = GeoTiffWriter(path, out_grid, len(spec.bands), dtype, nodata,
+                                   spec.band_names, dict(tags, SKYCLEAR_OUTPUT=name), block,
+                                   use_mask=nodata is None, compression=compression)
             writers[name] = _Output(spec, writer, dtype, nodata)
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_TIFF_INTERNAL_MASK=True):
             stats = _stream(card, sources, processor, writers, grid, batch_size, progress,
-                            is_cancelled, block_hook)
-        elapsed = time.time() - started
-        for out in writers.values():
-            out.writer.update_tags(SKYCLEAR_SECONDS=f"{elapsed:.2f}")
-        written = {name: out.writer.commit() for name, out in writers.items()}
+                            is_cancelled, block_hook, part)
+            elapsed = time.time() - started
+            for out in writers.values():
+                out.writer.update_tags(SKYCLEAR_SECONDS=f"{elapsed:.2f}")
+                out.writer.finish()
+        if is_cancelled and is_cancelled():
+            raise Cancelled("cancelled by the user; no output was written")
+        atomic.commit([(out.writer.tmp_path, out.writer.path) for out in writers.values()])
+        written = {name: out.writer.path for name, out in writers.items()}
     except BaseException:
         for out in writers.values():
             out.writer.abort()
         raise
     return RunReport(outputs=written, provider=provider, tile_size=tile, overlap=ov, tiles=len(grid),
                      seconds=time.time() - started, processor_seconds=stats["processor_seconds"],
-                     valid_fraction=stats["valid"] / max(1, grid.height * grid.width))
+                     valid_fraction=stats["valid"] / max(1, out_grid.height * grid.width))
+
+
+# ---------------------------------------------------------------------------------------
+# row bands: one scene split across processes (skyclear.batch)
+
+_RUN_OPTIONS = contextvars.ContextVar("skyclear_run_options", default=None)
+
+
+@contextlib.contextmanager
+def run_options(*, tile_rows: Optional[Tuple[int, Optional[int]]] = None, tags: Optional[Dict[str, str]] = None):
+    """Within this block, every ``run_tiled`` call (however reached, e.g. through ``jobs``)
+    takes these options: a context rather than a parameter, so no job function changes.
+
+    ``tile_rows=(first, stop)`` (``stop`` None: to the last row): compute tile rows
+    [first, stop) plus the rows above whose overlap reaches them, and write outputs that
+    cover only the pixel rows those tile rows finish, tagged ``SKYCLEAR_PART``. Blending
+    is the whole-scene run's, operation for operation, so consecutive parts stacked are
+    the whole-scene output value for value. ``tags`` are added to every output.
+    """
+    token = _RUN_OPTIONS.set({"tile_rows": tile_rows, "tags": dict(tags or {})})
+    try:
+        yield
+    finally:
+        _RUN_OPTIONS.reset(token)
+
+
+def _part_rows(grid: TileGrid, tile_rows) -> Optional[Tuple[int, int, int, int]]:
+    """(first, stop) tile rows and the [y0, y1) pixel rows they finish, or None for the whole grid."""
+    if tile_rows is None:
+        return None
+    first, stop = tile_rows
+    stop = grid.rows if stop is None else stop
+    if not 0 <= first < stop <= grid.rows:
+        raise InputError(f"tile rows {first}-{stop} are outside the scene's {grid.rows} tile rows")
+    return first, stop, first * grid.stride, grid.finished_span(stop - 1, grid.rows, grid.height)[1]
 
 
 def _read_tile(sources: Dict[str, RasterSource], card: ModelCard, grid: TileGrid, y0: int, x0: int):
@@ -262,14 +329,16 @@ def _read_tile(sources: Dict[str, RasterSource], card: ModelCard, grid: TileGrid
     return tensors, valid
 
 
-def _batches(grid: TileGrid, batch_size: int):
-    """(row, columns) of each batch: tiles of one tile row, left to right."""
-    for r in range(grid.rows):
-        for c0 in range(0, grid.cols, batch_size):
-            yield r, range(c0, min(grid.cols, c0 + batch_size))
+def _batches(grid: TileGrid, batch_size: int, first: int = 0, stop: Optional[int] = None):
+    """[(row, col), ...] per batch, in row-major order across tile rows: every batch but the
+    last has the same shape, so onnxruntime's memory arena is sized once and then reused."""
+    tiles = [(r, c) for r in range(first, grid.rows if stop is None else stop) for c in range(grid.cols)]
+    for i in range(0, len(tiles), batch_size):
+        yield tiles[i:i + batch_size]
 
 
-def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progress, is_cancelled, block_hook):
+def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progress, is_cancelled, block_hook,
+            part=None):
     """The blend loop. All dataset reads and writes run on one I/O thread, overlapping with
     the model on the calling thread. One thread, not two: GDAL may flush a dataset's dirty
     cache blocks from whichever thread needs cache space, so a reader thread could write
@@ -280,36 +349,38 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
     # overlap zones still waiting for neighbours (weighted sums and weights)
     bottom = {n: np.zeros((c, O, W), np.float32) for n, c in channels.items()}
     bottom_w = np.zeros((O, W), np.float32)
-    batches = list(_batches(grid, batch_size))
+    # a part (see run_options) starts ceil(O / S) tile rows early: those rows' overlap reaches its first row
+    first, stop, y_shift = (0, grid.rows, 0) if part is None else part[:3]
+    batches = list(_batches(grid, batch_size, max(0, first - -(-O // S)), stop))
+    total = (stop - first) * grid.cols
     done, processor_seconds, valid_pixels = 0, 0.0, 0
 
-    def load(r, cols):
-        return [_read_tile(sources, card, grid, r * S, c * S) for c in cols]
+    def load(tiles):
+        return [_read_tile(sources, card, grid, r * S, c * S) for r, c in tiles]
 
     def read_raw(window):
         return {spec.name: sources[spec.name].read(window)[0] for spec in card.inputs}
 
     with ThreadPoolExecutor(1, "skyclear-io") as io:
-        upcoming = io.submit(load, *batches[0])
+        upcoming = io.submit(load, batches[0])
         writes = deque()
-        for k, (r, cols) in enumerate(batches):
+        for k, positions in enumerate(batches):
             if is_cancelled and is_cancelled():
                 raise Cancelled("cancelled by the user; no output was written")
             tiles = upcoming.result()
             if k + 1 < len(batches):
-                upcoming = io.submit(load, *batches[k + 1])
-            y0 = r * S
-            if cols.start == 0:
-                right = {n: np.zeros((c, T, O), np.float32) for n, c in channels.items()}
-                right_w = np.zeros((T, O), np.float32)
+                upcoming = io.submit(load, batches[k + 1])
             batch = {spec.name: np.stack([t[0][spec.name] for t in tiles]).astype(np.float32, copy=False)
                      for spec in card.inputs}
             tick = time.time()
-            result = processor(batch, [(y0, c * S) for c in cols])
+            result = processor(batch, [(r * S, c * S) for r, c in positions])
             processor_seconds += time.time() - tick
-            height = grid.finished_span(r, grid.rows, grid.height)[1] - y0
-            for i, c in enumerate(cols):
-                x0 = c * S
+            for i, (r, c) in enumerate(positions):
+                y0, x0 = r * S, c * S
+                height = grid.finished_span(r, grid.rows, grid.height)[1] - y0
+                if c == 0:
+                    right = {n: np.zeros((ch, T, O), np.float32) for n, ch in channels.items()}
+                    right_w = np.zeros((T, O), np.float32)
                 span = grid.finished_span(c, grid.cols, W)[1] - x0
                 weights = tile_weights(grid, r, c)
                 acc = {n: np.asarray(result[n][i], np.float32) * weights for n in writers}
@@ -329,6 +400,8 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
                         bottom[n][:, :, x0:x0 + span] = acc[n][:, S:, :span]
                     right_w = wsum[:, S:].copy()
                     bottom_w[:, x0:x0 + span] = wsum[S:, :span]
+                if r < first:
+                    continue  # only blended into the part's first rows, not written
                 window = Window(x0, y0, span, height)
                 raw = {n: postprocess(acc[n][:, :height, :span] / wsum[:height, :span], out.spec)
                        for n, out in writers.items()}
@@ -336,23 +409,23 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
                 if block_hook is not None:
                     raw = block_hook(raw, io.submit(read_raw, window).result(), valid)
                 valid_pixels += int(valid.sum())
-                writes.append(io.submit(_write_block, writers, raw, valid, window))
+                writes.append(io.submit(_write_block, writers, raw, valid,
+                                        Window(x0, y0 - y_shift, span, height)))
                 while len(writes) > 2 * batch_size:
                     writes.popleft().result()
                 done += 1
-            if progress:
-                progress(done / len(grid), f"tile {done}/{len(grid)}")
+            if progress and positions[-1][0] >= first:
+                progress(done / total, f"tile {done}/{total}")
         for pending in writes:
             pending.result()
     return {"processor_seconds": processor_seconds, "valid": valid_pixels}
 
 
 def _write_block(writers, raw, valid, window):
-    for n, out in writers.items():
-        data = to_dtype(raw[n], out.dtype)
-        if np.issubdtype(data.dtype, np.integer) and out.nodata is not None:
-            # a valid pixel must not read as nodata: nudge it by one unit
-            nudge = (data == out.nodata) & valid
-            data[nudge] = out.nodata + (1 if out.nodata < np.iinfo(data.dtype).max else -1)
-        data[:, ~valid] = out.nodata
-        out.writer.write(data, window)
+    some_invalid = not valid.all()
+    for out in writers.values():
+        data = to_dtype(raw[out.spec.name], out.dtype)
+        if some_invalid:
+            data[:, ~valid] = 0 if out.nodata is None else out.nodata
+            out.writer.mark_invalid()
+        out.writer.write(data, window, valid)

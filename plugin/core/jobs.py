@@ -3,7 +3,8 @@ and scripts. All arguments are keyword-only; each returns the engine's ``RunRepo
 
 ``progress(fraction, message)`` and ``is_cancelled()`` are polled once per tile batch;
 ``extent`` is (xmin, ymin, xmax, ymax) in the optical raster's CRS, or None for all of it;
-``value_scale`` is None (check the value range: warn, or refuse when the output would be flat),
+``compression`` is the output GeoTIFFs' (deflate, zstd or none); ``value_scale`` is None
+(check the value range: warn, or refuse when the output would be flat),
 "auto" or a gain (see ``bands.apply_value_range``).
 """
 from __future__ import annotations
@@ -25,7 +26,8 @@ Bands = Optional[Sequence[int]]
 
 
 def _run(card, paths, processor, outputs, *, provider, tile_size, overlap, band_lists, labels,
-         extent, progress, is_cancelled, block_hook=None, tags=None, value_scale=None) -> RunReport:
+         extent, progress, is_cancelled, block_hook=None, tags=None, value_scale=None,
+         compression="deflate") -> RunReport:
     sources = open_sources(card, paths, band_lists, labels, extent)
     try:
         card, scale_tags = apply_value_range(card, sources, value_scale, labels)
@@ -34,7 +36,7 @@ def _run(card, paths, processor, outputs, *, provider, tile_size, overlap, band_
             processor.bind_grid(grid.height, grid.width)
         return run_tiled(card, sources, processor, outputs, tile_size, overlap, provider=provider,
                          progress=progress, is_cancelled=is_cancelled, block_hook=block_hook,
-                         extra_tags=dict(tags or {}, **scale_tags))
+                         extra_tags=dict(tags or {}, **scale_tags), compression=compression)
     finally:
         for source in sources.values():
             source.close()
@@ -49,7 +51,8 @@ def _model_tags(path: str) -> Dict[str, str]:
 
 def run_model(*, model: str, optical: str, output: str, sar: Optional[str] = None, tile_size=None,
               overlap=None, device="auto", optical_bands: Bands = None, sar_bands: Bands = None,
-              extent=None, progress=None, is_cancelled=None, value_scale=None) -> RunReport:
+              extent=None, progress=None, is_cancelled=None, value_scale=None,
+              compression="deflate") -> RunReport:
     """Any carded model; extra model outputs go beside ``output`` as ``<stem>_<name>.tif``."""
     session, card, provider = generic.load_model(model, device)
     paths = generic.inputs_by_role(card, optical, sar)
@@ -59,7 +62,7 @@ def run_model(*, model: str, optical: str, output: str, sar: Optional[str] = Non
                 tile_size=tile_size, overlap=overlap,
                 band_lists=_band_lists(card, optical_bands, sar_bands), labels=_labels(card),
                 extent=extent, progress=progress, is_cancelled=is_cancelled, tags=_model_tags(model),
-                value_scale=value_scale)
+                value_scale=value_scale, compression=compression)
 
 
 def _band_lists(card, optical_bands: Bands, sar_bands: Bands) -> Dict[str, Sequence[int]]:
@@ -89,7 +92,7 @@ def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability:
                       model: Optional[str] = None, keep_clear: bool = False, clear_threshold: float = 0.5,
                       tile_size=None, overlap=None, device="auto", optical_bands: Bands = None,
                       sar_bands: Bands = None, extent=None, progress=None, is_cancelled=None,
-                      value_scale=None) -> RunReport:
+                      value_scale=None, compression="deflate") -> RunReport:
     """Cloud-free optical image in the input's units plus a cloud-probability map.
 
     With ``keep_clear``, pixels whose cloud probability is below ``clear_threshold`` keep the
@@ -126,7 +129,7 @@ def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability:
     return _run(full_card, paths, processor, outputs, provider=provider, tile_size=tile_size,
                 overlap=overlap, band_lists=_band_lists(card, optical_bands, sar_bands),
                 labels=_labels(card), extent=extent, progress=progress, is_cancelled=is_cancelled,
-                value_scale=value_scale, block_hook=keep_clear_hook if keep_clear else None,
+                value_scale=value_scale, compression=compression, block_hook=keep_clear_hook if keep_clear else None,
                 tags=dict(_model_tags(model), SKYCLEAR_KEEP_CLEAR=str(keep_clear),
                           SKYCLEAR_CLEAR_THRESHOLD=str(clear_threshold)))
 
@@ -139,7 +142,7 @@ def remove_clouds_optical(*, optical: str, output: str, model: Optional[str] = N
                           step_model: Optional[str] = None, mode: str = "diffusion", steps: int = 10,
                           eta: float = 0.3, seed: int = 0, tile_size=None, overlap=None, device="auto",
                           optical_bands: Bands = None, extent=None, progress=None,
-                          is_cancelled=None, value_scale=None) -> RunReport:
+                          is_cancelled=None, value_scale=None, compression="deflate") -> RunReport:
     """Reference model E alone (``mode="reference"``) or E + the DE sampling loop."""
     from .pipelines.optical_cloud_removal import DiffusionProcessor, ReferenceProcessor
 
@@ -175,7 +178,7 @@ def remove_clouds_optical(*, optical: str, output: str, model: Optional[str] = N
     return _run(card, {card.inputs[0].name: optical}, processor, {card.outputs[0].name: output},
                 provider=provider, tile_size=tile_size, overlap=overlap,
                 band_lists=_band_lists(card, optical_bands, None), labels=_labels(card), extent=extent,
-                progress=progress, is_cancelled=is_cancelled, tags=tags, value_scale=value_scale)
+                progress=progress, is_cancelled=is_cancelled, tags=tags, value_scale=value_scale, compression=compression)
 
 
 # ---------------------------------------------------------------------------------------
@@ -206,7 +209,8 @@ def _despeckling(processor, card, despeckle: bool):
 def fuse_sar_optical(*, sar: str, optical: str, output: str, method: str = "network",
                      model: Optional[str] = None, despeckle: bool = False, tile_size=None, overlap=None,
                      device="auto", optical_bands: Bands = None, sar_bands: Bands = None, extent=None,
-                     progress=None, is_cancelled=None, value_scale=None) -> RunReport:
+                     progress=None, is_cancelled=None, value_scale=None,
+                     compression="deflate") -> RunReport:
     """Fused image on the optical grid: the bundled/custom network or a classical method."""
     from .pipelines.fusion_classical import ClassicalFusionProcessor, classical_fusion_card
 
@@ -231,7 +235,7 @@ def fuse_sar_optical(*, sar: str, optical: str, output: str, method: str = "netw
     return _run(card, paths, processor, {card.outputs[0].name: output}, provider=provider,
                 tile_size=tile_size, overlap=overlap, band_lists=_band_lists(card, optical_bands, sar_bands),
                 labels=_labels(card), extent=extent, progress=progress, is_cancelled=is_cancelled, tags=tags,
-                value_scale=value_scale)
+                value_scale=value_scale, compression=compression)
 
 
 # ---------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import contextlib
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import rasterio
@@ -181,10 +181,12 @@ class RasterSource:
 def subgrid(grid: Grid, extent) -> Grid:
     """The whole-pixel part of ``grid`` inside ``extent`` = (xmin, ymin, xmax, ymax) in its CRS."""
     xmin, ymin, xmax, ymax = extent
-    window = rasterio.windows.from_bounds(xmin, ymin, xmax, ymax, grid.transform)
-    row0, col0 = max(0, int(np.floor(window.row_off))), max(0, int(np.floor(window.col_off)))
-    row1 = min(grid.height, int(np.ceil(window.row_off + window.height)))
-    col1 = min(grid.width, int(np.ceil(window.col_off + window.width)))
+    # pixel coordinates of the four corners: works for north-up and for non-georeferenced
+    # (identity, y down) transforms alike
+    corners = [~grid.transform * (x, y) for x in (xmin, xmax) for y in (ymin, ymax)]
+    cols, rows = [c for c, _ in corners], [r for _, r in corners]
+    row0, col0 = max(0, int(np.floor(min(rows)))), max(0, int(np.floor(min(cols))))
+    row1, col1 = min(grid.height, int(np.ceil(max(rows)))), min(grid.width, int(np.ceil(max(cols))))
     if row1 <= row0 or col1 <= col0:
         raise InputError(f"the chosen extent {tuple(extent)} does not overlap the optical raster "
                          f"(extent {tuple(round(v, 3) for v in grid.bounds)})")
@@ -218,6 +220,16 @@ def to_dtype(data: np.ndarray, dtype: str) -> np.ndarray:
     return np.clip(np.rint(data), *limits).astype(dtype)
 
 
+# Output compression, by measurement on 2 cores (benchmarks/engine.py --compression): DEFLATE
+# level 1 (the default: every GIS reads it) costs ~4.5x the CPU of ZSTD level 1 at the same
+# size; "none" is fastest and twice the size.
+COMPRESSIONS = {
+    "deflate": lambda integer: dict(compress="deflate", zlevel=1, predictor=2 if integer else 3),
+    "zstd": lambda integer: dict(compress="zstd", zstd_level=1, predictor=2 if integer else 3),
+    "none": lambda integer: {},
+}
+
+
 class GeoTiffWriter:
     """A tiled, DEFLATE-compressed GeoTIFF written to a hidden temporary file.
 
@@ -232,7 +244,8 @@ class GeoTiffWriter:
     """
 
     def __init__(self, path: str, grid: Grid, count: int, dtype: str, nodata: Optional[float],
-                 descriptions: Sequence[str], tags: Dict[str, str], block: int, use_mask: bool = False):
+                 descriptions: Sequence[str], tags: Dict[str, str], block: int, use_mask: bool = False,
+                 compression: str = "deflate"):
         self.path = os.path.abspath(path)
         folder = os.path.dirname(self.path)
         if os.path.isdir(self.path):
@@ -247,12 +260,14 @@ class GeoTiffWriter:
         self.nodata = nodata
         self.use_mask = use_mask
         self.has_invalid = False
+        if compression not in COMPRESSIONS:
+            raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
         integer = np.issubdtype(np.dtype(dtype), np.integer)
         profile = dict(
             driver="GTiff", width=grid.width, height=grid.height, count=count, dtype=dtype,
             crs=grid.crs, transform=grid.transform, nodata=None if use_mask else nodata, tiled=True,
-            blockxsize=block, blockysize=block, compress="deflate", zlevel=1,
-            predictor=2 if integer else 3, interleave="band", BIGTIFF="IF_SAFER",
+            blockxsize=block, blockysize=block, interleave="band", BIGTIFF="IF_SAFER",
+            **COMPRESSIONS[compression](integer),
         )
         if grid.crs is None and grid.transform == rasterio.Affine.identity():
             # a non-georeferenced input: write none either, or GIS software flips the y axis
@@ -340,12 +355,3 @@ def output_block_size(stride: int) -> int:
     """GeoTIFF tile size: the tile stride when GeoTIFF allows it, so each finished block is
     written exactly once; otherwise 256 (GDAL's cache then completes partial blocks)."""
     return stride if stride % 16 == 0 and 16 <= stride <= 2048 else 256
-
-
-def band_indexes_from_descriptions(descriptions: List[Optional[str]], wanted: Sequence[str]) -> Optional[List[int]]:
-    """1-based indexes of ``wanted`` band names among the file's band descriptions, or None."""
-    names = [(d or "").strip().upper() for d in descriptions]
-    try:
-        return [names.index(w.upper()) + 1 for w in wanted]
-    except ValueError:
-        return None

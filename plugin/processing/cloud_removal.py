@@ -3,7 +3,7 @@ from qgis.core import (QgsProcessingOutputString, QgsProcessingParameterBoolean,
                        QgsProcessingParameterFile, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer)
 
-from .base import SkyClearAlgorithm
+from .base import AREA_SCALE_HELP, SkyClearAlgorithm
 
 TILING_HELP = (
     "TILE_SIZE: pixels per tile side (0 = the model's native tile). OVERLAP: pixels shared by "
@@ -30,7 +30,7 @@ class RemoveCloudsSarAlgorithm(SkyClearAlgorithm):
             "(bands named like B4 or VV in the band descriptions are found automatically).\n"
             "MODEL: a SkyClear SAR cloud-removal ONNX model; empty = the bundled IB-HFN.\n"
             "KEEP_CLEAR: where the predicted cloud probability is below CLEAR_THRESHOLD, copy the "
-            "input pixel unchanged.\n" + TILING_HELP + "\n"
+            "input pixel unchanged.\n" + AREA_SCALE_HELP + "\n" + TILING_HELP + "\n"
             "OUTPUT: 13-band cloud-free GeoTIFF in the input's units (uint16 DN). CLOUD_PROBABILITY: "
             "float GeoTIFF, 0 = clear, 1 = cloud.")
 
@@ -45,6 +45,7 @@ class RemoveCloudsSarAlgorithm(SkyClearAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             "CLEAR_THRESHOLD", "Cloud probability below which a pixel counts as clear",
             QgsProcessingParameterNumber.Double, 0.5, minValue=0.0, maxValue=1.0))
+        self.add_extent_and_scale_parameters()
         self.add_tiling_parameters()
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Cloud-free image"))
         self.addParameter(QgsProcessingParameterRasterDestination("CLOUD_PROBABILITY", "Cloud probability"))
@@ -64,8 +65,10 @@ class RemoveCloudsSarAlgorithm(SkyClearAlgorithm):
             keep_clear=self.parameterAsBoolean(parameters, "KEEP_CLEAR", context),
             clear_threshold=self.parameterAsDouble(parameters, "CLEAR_THRESHOLD", context),
             tile_size=tile, overlap=overlap, device=self.device(parameters, context),
+            compression=self.compression(parameters, context),
             optical_bands=self.bands(parameters, "OPTICAL_BANDS", context),
             sar_bands=self.bands(parameters, "SAR_BANDS", context),
+            **self.area_and_scale(parameters, context, "OPTICAL"),
             progress=progress, is_cancelled=cancelled)
         self.report(feedback, report)
         paths = list(report.outputs.values())
@@ -91,7 +94,8 @@ class RemoveCloudsOpticalAlgorithm(SkyClearAlgorithm):
             "MODEL / STEP_MODEL: reference and per-step ONNX models; empty = bundled (trained on RICE).\n"
             "MODE: diffusion (reference + sampling) or reference (fast, reference network only).\n"
             "STEPS: sampling steps (more = slower). ETA: lower bound of the reference weight W (0–1). "
-            "SEED: noise seed; the same seed and input give the same output.\n" + TILING_HELP + "\n"
+            "SEED: noise seed; the same seed and input give the same output.\n" + AREA_SCALE_HELP + "\n"
+            + TILING_HELP + "\n"
             "OUTPUT: GeoTIFF in the input's dtype on the input's grid.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -110,6 +114,7 @@ class RemoveCloudsOpticalAlgorithm(SkyClearAlgorithm):
                                                        maxValue=1.0))
         self.addParameter(QgsProcessingParameterNumber("SEED", "Random seed",
                                                        QgsProcessingParameterNumber.Integer, 0, minValue=0))
+        self.add_extent_and_scale_parameters()
         self.add_tiling_parameters()
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Cloud-free image"))
         self.addOutput(QgsProcessingOutputString("PROVIDER", "Execution provider"))
@@ -129,7 +134,9 @@ class RemoveCloudsOpticalAlgorithm(SkyClearAlgorithm):
             eta=self.parameterAsDouble(parameters, "ETA", context),
             seed=self.parameterAsInt(parameters, "SEED", context),
             tile_size=tile, overlap=overlap, device=self.device(parameters, context),
+            compression=self.compression(parameters, context),
             optical_bands=self.bands(parameters, "INPUT_BANDS", context),
+            **self.area_and_scale(parameters, context, "INPUT"),
             progress=progress, is_cancelled=cancelled)
         self.report(feedback, report)
         return {"OUTPUT": next(iter(report.outputs.values())), "PROVIDER": report.provider}

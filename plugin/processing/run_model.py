@@ -2,7 +2,7 @@
 from qgis.core import (QgsProcessingOutputString, QgsProcessingParameterFile,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer)
 
-from .base import SkyClearAlgorithm
+from .base import AREA_SCALE_HELP, SkyClearAlgorithm
 
 
 class RunModelAlgorithm(SkyClearAlgorithm):
@@ -23,7 +23,7 @@ class RunModelAlgorithm(SkyClearAlgorithm):
             "band count differs from the model's.\n"
             "TILE_SIZE: pixels per tile side (0 = the model's native tile). OVERLAP: pixels shared by "
             "neighbouring tiles, blended smoothly (-1 = the model's default).\n"
-            "DEVICE: Auto uses the GPU when onnxruntime-gpu and a driver are present.\n"
+            "DEVICE: Auto uses the GPU when onnxruntime-gpu and a driver are present.\n" + AREA_SCALE_HELP + "\n"
             "OUTPUT: GeoTIFF on the optical grid; further model outputs are written beside it as "
             "<name>_<output>.tif. Nodata pixels of the inputs stay nodata.")
 
@@ -34,6 +34,7 @@ class RunModelAlgorithm(SkyClearAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer("SAR", "SAR raster", optional=True))
         self.add_band_parameter("OPTICAL_BANDS", "Optical bands (e.g. 4,3,2; empty = automatic)")
         self.add_band_parameter("SAR_BANDS", "SAR bands (e.g. 1,2; empty = automatic)")
+        self.add_extent_and_scale_parameters()
         self.add_tiling_parameters()
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Output"))
         self.addOutput(QgsProcessingOutputString("PROVIDER", "Execution provider"))
@@ -49,8 +50,10 @@ class RunModelAlgorithm(SkyClearAlgorithm):
             output=self.parameterAsOutputLayer(parameters, "OUTPUT", context),
             sar=self.raster_path(parameters, "SAR", context, optional=True),
             tile_size=tile, overlap=overlap, device=self.device(parameters, context),
+            compression=self.compression(parameters, context),
             optical_bands=self.bands(parameters, "OPTICAL_BANDS", context),
             sar_bands=self.bands(parameters, "SAR_BANDS", context),
+            **self.area_and_scale(parameters, context, "OPTICAL"),
             progress=progress, is_cancelled=cancelled)
         self.report(feedback, report)
         first = next(iter(report.outputs.values()))

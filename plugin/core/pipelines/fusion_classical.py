@@ -16,8 +16,12 @@ network units. Band specs (network value = (clip(v, lo, hi) - offset) / scale):
   despeckled in linear intensity.
 - output ``fused``: the optical band specs, ``dtype`` null (= the optical input's dtype).
 
-``default_overlap`` in the card is twice the method's context radius (plus the despeckle
-window), so that with centre-crop blending every kept pixel equals the whole-image result.
+Tiling: the engine's blend window gives no weight to the outer ``overlap // 4`` pixels of a
+tile side that has a neighbour and some weight everywhere inside, so ``default_overlap`` is
+four times the method's context radius (plus the despeckle window): every pixel that gets
+weight has its full context inside the tile, and a tiled run equals a whole-image run. Tiles
+that reach past the image edge are cut back to the image before fusing (``bind_grid``), so
+the methods see the image border exactly as in a whole-image run, not the engine's padding.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from ..despeckle import S1_GRD_ENL, lee_filter
 from ..errors import InputError
 from ..fusion_classical import DEFAULT_LEVELS, METHODS, context_radius, fuse_rgb
 from ..model_card import SCHEMA_VERSION, band
+from ..tiling import pad_to
 
 DESPECKLE = (None, "lee")
 SAR_DB_CLIP = (-25.0, 0.0)
@@ -75,11 +80,23 @@ def optical_band_specs(dtype: str, clip: Optional[Sequence[float]] = None) -> Li
     return [band(name, meaning, [lo, hi], scale=hi - lo, offset=lo) for name, meaning in RGB]
 
 
+def context_for(method: str, despeckle: Optional[str] = None, lee_size: int = 7,
+                levels: int = DEFAULT_LEVELS) -> int:
+    """Pixels of context each side a result pixel depends on (method + despeckle window)."""
+    return context_radius(method, levels) + (lee_size // 2 if despeckle else 0)
+
+
 def overlap_for(method: str, despeckle: Optional[str] = None, lee_size: int = 7,
                 levels: int = DEFAULT_LEVELS) -> int:
-    """Overlap (pixels) giving every centre-cropped pixel its full context, multiple of 16."""
-    context = context_radius(method, levels) + (lee_size // 2 if despeckle else 0)
-    return int(-(-2 * context // 16) * 16)
+    """Overlap (pixels, multiple of 16) whose blend-free margin (``overlap // 4``, see
+    ``tiling.ramp_profile``) covers the context: every weighted pixel is exact."""
+    return int(-(-4 * context_for(method, despeckle, lee_size, levels) // 16) * 16)
+
+
+def tile_size_for(overlap: int, minimum: int = TILE_SIZE) -> int:
+    """Tile size (multiple of 256) with a stride of at least 60 % of the tile, so the wide
+    overlap of the context-heavy methods costs at most ~2.8x the whole-image work."""
+    return max(int(minimum), int(-(-2.5 * overlap // 256) * 256))
 
 
 def classical_fusion_card(method: str, sar_dtype: str = "uint8", optical_dtype: str = "uint8",
@@ -90,7 +107,8 @@ def classical_fusion_card(method: str, sar_dtype: str = "uint8", optical_dtype: 
     _check(method, despeckle)
     sar_band, sar_units = sar_band_spec(sar_dtype, sar_clip)
     opt_bands = optical_band_specs(optical_dtype, optical_clip)
-    overlap = min(overlap_for(method, despeckle, lee_size), tile_size // 2)
+    overlap = overlap_for(method, despeckle, lee_size)
+    tile_size = tile_size_for(overlap, tile_size)
     return {
         "schema_version": SCHEMA_VERSION,
         "name": f"classical-{method}" + (f"-{despeckle}" if despeckle else ""),
@@ -113,7 +131,7 @@ def classical_fusion_card(method: str, sar_dtype: str = "uint8", optical_dtype: 
         "extra": {"classical_method": method, "despeckle": despeckle, "sar_units": sar_units,
                   "sar_clip": sar_band["clip"], "lee_size": lee_size, "enl": enl,
                   "pyramid_levels": DEFAULT_LEVELS,
-                  "context_px": overlap_for(method, despeckle, lee_size) // 2},
+                  "context_px": context_for(method, despeckle, lee_size)},
     }
 
 
@@ -145,6 +163,12 @@ class ClassicalFusionProcessor:
         self.sar_clip = (float(sar_clip[0]), float(sar_clip[1]))
         self.lee_size, self.enl, self.levels = int(lee_size), float(enl), int(levels)
         self.context = context_radius(method, levels) + (self.lee_size // 2 if despeckle else 0)
+        self.grid_shape: Optional[Tuple[int, int]] = None
+
+    def bind_grid(self, height: int, width: int) -> None:
+        """The output grid's size: tiles are cut back to it, so that the image border is
+        treated as in a whole-image run whatever the engine pads tiles with."""
+        self.grid_shape = (int(height), int(width))
 
     @classmethod
     def from_card(cls, card: Dict[str, Any]) -> "ClassicalFusionProcessor":
@@ -173,7 +197,13 @@ class ClassicalFusionProcessor:
                              f"got {optical.shape} and {sar.shape}")
         origins = list(origins) if origins is not None else [(0, 0)] * optical.shape[0]
         out = np.empty(optical.shape, dtype=np.float32)
+        size = optical.shape[2:]
         for i in range(optical.shape[0]):
-            s = self.despeckle_sar(sar[i, 0])
-            out[i] = fuse_rgb(optical[i], s, self.method, levels=self.levels, origin=tuple(origins[i]))
+            h, w = size
+            if self.grid_shape is not None:  # the part of the tile inside the image
+                h = max(1, min(h, self.grid_shape[0] - int(origins[i][0])))
+                w = max(1, min(w, self.grid_shape[1] - int(origins[i][1])))
+            s = self.despeckle_sar(sar[i, 0, :h, :w])
+            fused = fuse_rgb(optical[i, :, :h, :w], s, self.method, levels=self.levels, origin=tuple(origins[i]))
+            out[i] = pad_to(fused, *size) if (h, w) != tuple(size) else fused
         return {"fused": out}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -33,9 +34,34 @@ class OnnxProcessor:
 
 
 def load_model(model_path: str, device: str = "auto", threads: Optional[int] = None):
-    """(session, card, provider) for a carded ONNX file."""
-    session, provider = create_session(model_path, device, threads)
-    return session, card_from_session(session, model_path), provider
+    """(session, card, provider) for a carded ONNX file; reused when ``keep_sessions`` is on."""
+    if _sessions is None:
+        session, provider = create_session(model_path, device, threads)
+        return session, card_from_session(session, model_path), provider
+    stat = os.stat(model_path) if os.path.isfile(model_path) else None
+    key = (os.path.realpath(model_path), stat and (stat.st_size, stat.st_mtime_ns), device,
+           threads or os.environ.get("SKYCLEAR_THREADS"))
+    with _sessions_lock:
+        if key not in _sessions:
+            session, provider = create_session(model_path, device, threads)
+            _sessions[key] = (session, card_from_session(session, model_path), provider)
+        return _sessions[key]
+
+
+_sessions: Optional[dict] = None
+_sessions_lock = threading.Lock()
+
+
+def keep_sessions() -> dict:
+    """From now on, load each model once per process (key: file, its size and mtime, device,
+    threads) and reuse the session: batch workers run many jobs with the same few models.
+    Off by default, so an interactive run always picks up a model file just rewritten.
+    Returns the cache, for inspection."""
+    global _sessions
+    with _sessions_lock:
+        if _sessions is None:
+            _sessions = {}
+        return _sessions
 
 
 def inputs_by_role(card: ModelCard, optical: str, sar: Optional[str]) -> Dict[str, str]:

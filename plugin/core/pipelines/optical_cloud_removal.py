@@ -116,7 +116,8 @@ def sample(step_fn: StepFn, x0_ref: np.ndarray, noise: Sequence[np.ndarray], ste
     ``step_fn(x_t, t)`` -> (eps, weight), ``t`` a float32 (B,) array of timestep indices
     (the conditioning y and x0_E are bound inside step_fn). ``noise[0]`` is x_T; ``noise[i]``
     (i = 1..steps) is the noise of the i-th update (unused by deterministic DDIM and by the
-    last step). Returns x0_t of the last step (and the mean W per step if asked).
+    last step, and then never read, so a lazy ``TileNoise`` never draws it). Returns x0_t of
+    the last step (and the mean W per step if asked).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -130,9 +131,10 @@ def sample(step_fn: StepFn, x0_ref: np.ndarray, noise: Sequence[np.ndarray], ste
         eps, w = step_fn(x, np.full((x.shape[0],), float(t), dtype=np.float32))
         x0 = de_x0(x, eps, w, x0_ref, abar[t], eta)
         weights.append(float(np.clip(w, eta, 1.0).mean()) if eta is not None else float(w.mean()))
-        z = noise[i + 1] if i + 1 < len(noise) else None
         if i + 1 == len(ts):
             break  # the last update lands on abar = 1, i.e. returns x0_t
+        stochastic = sampler == "ddpm" or eta_ddim > 0
+        z = noise[i + 1] if stochastic and i + 1 < len(noise) else None
         if sampler == "ddim":
             x = ddim_update(x, x0, abar[t], prev, z, eta_ddim)
         else:
@@ -140,10 +142,49 @@ def sample(step_fn: StepFn, x0_ref: np.ndarray, noise: Sequence[np.ndarray], ste
     return (x0, weights) if return_weights else x0
 
 
+def _tile_rng(seed: int, origin: Tuple[int, int]) -> np.random.Generator:
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(origin[0]), int(origin[1])])
+
+
 def tile_noise(seed: int, origin: Tuple[int, int], shape: Tuple[int, ...], count: int) -> List[np.ndarray]:
     """``count`` standard-normal float32 arrays of ``shape`` for the tile at ``origin``."""
-    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(origin[0]), int(origin[1])])
+    rng = _tile_rng(seed, origin)
     return [rng.standard_normal(shape).astype(np.float32) for _ in range(count)]
+
+
+class TileNoise:
+    """The noise of a batch of tiles, ``noise[i]`` of shape (B, *shape), drawn when first read.
+
+    Equals ``np.stack`` of ``tile_noise`` per tile, draw for draw, but holds one draw at a
+    time: DDIM reads only ``noise[0]``, DDPM reads them in order. Reading out of order is
+    refused (the random streams only go forward)."""
+
+    def __init__(self, seed: int, origins: Sequence[Tuple[int, int]], shape: Tuple[int, ...], count: int):
+        self._rngs = [_tile_rng(seed, o) for o in origins]
+        self._shape = (len(self._rngs),) + tuple(shape)
+        self._count = int(count)
+        self._next = 0            # index of the next draw
+        self._last: Optional[np.ndarray] = None
+        self.draws = 0            # how many draws were made (for tests and diagnostics)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if not 0 <= i < self._count:
+            raise IndexError(f"noise index {i} out of range [0, {self._count})")
+        if i == self._next - 1:
+            return self._last
+        if i < self._next:
+            raise IndexError(f"noise {i} was already passed (next is {self._next}); read in order")
+        while self._next <= i:
+            batch = np.empty(self._shape, np.float32)
+            for k, rng in enumerate(self._rngs):
+                batch[k] = rng.standard_normal(self._shape[1:])
+            self._next += 1
+            self.draws += 1
+        self._last = batch
+        return batch
 
 
 # ---------------------------------------------------------------------------------------
@@ -176,7 +217,8 @@ class DiffusionProcessor:
 
     def __init__(self, reference_session, step_session, steps: int = 10, eta: float = ETA_DEFAULT,
                  seed: int = 0, sampler: str = "ddim", eta_ddim: float = 0.0,
-                 schedule: Optional[Dict[str, float]] = None, iobinding="auto"):
+                 schedule: Optional[Dict[str, float]] = None, iobinding="auto",
+                 on_step: Optional[Callable[[int, int], None]] = None):
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if not 0.0 <= eta <= 1.0:
@@ -188,6 +230,8 @@ class DiffusionProcessor:
         T = int(self.schedule["T"])
         respaced_timesteps(T, self.steps)  # validates steps early
         self.last_weights: List[float] = []
+        # called as on_step(i, steps) before each step: reports progress, and may raise to cancel
+        self.on_step = on_step
         providers = list(step_session.get_providers()) if hasattr(step_session, "get_providers") else []
         if iobinding == "auto":
             iobinding = bool(providers) and providers[0] == "CUDAExecutionProvider"
@@ -223,13 +267,23 @@ class DiffusionProcessor:
         out_name = self.reference.output_name
         y = np.ascontiguousarray(inputs[self.reference.input_name], dtype=np.float32)
         x0_ref = self.reference({self.reference.input_name: y}, origins)[out_name].astype(np.float32)
-        per_tile = [tile_noise(self.seed, o, y.shape[1:], self.steps + 1) for o in origins]
-        noise = [np.stack([tile[i] for tile in per_tile]) for i in range(self.steps + 1)]
-        x0, weights = sample(self._step_fn(y, x0_ref), x0_ref, noise, self.steps, self.eta, self.sampler,
+        noise = TileNoise(self.seed, origins, y.shape[1:], self.steps + 1)
+        x0, weights = sample(self._observed(self._step_fn(y, x0_ref)), x0_ref, noise, self.steps, self.eta, self.sampler,
                              self.eta_ddim, int(self.schedule["T"]), float(self.schedule["beta_start"]),
                              float(self.schedule["beta_end"]), return_weights=True)
         self.last_weights = weights
         return {out_name: x0}
+
+
+    def _observed(self, step: StepFn) -> StepFn:
+        if self.on_step is None:
+            return step
+        calls = iter(range(self.steps))
+
+        def observed(x_t, t):
+            self.on_step(next(calls, self.steps - 1), self.steps)
+            return step(x_t, t)
+        return observed
 
 
 def _schedule_from_session(session) -> Dict[str, float]:
