@@ -159,7 +159,9 @@ def test_valid_zeros_are_kept_and_no_nodata_is_declared(tmp_path):
     jobs.run_model(model=model, optical=src, output=str(tmp_path / "o.tif"), tile_size=16, overlap=4)
     with rasterio.open(tmp_path / "o.tif") as ds:
         assert ds.nodata is None
+        assert ds.descriptions == ("B1", "B2", "B3")
         np.testing.assert_array_equal(ds.read(), img)
+    assert sorted(os.listdir(tmp_path)) == ["id.onnx", "in.tif", "o.tif"]  # no .aux.xml beside it
 
 
 def test_nodata_value_that_cannot_collide(tmp_path):

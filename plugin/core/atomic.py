@@ -148,9 +148,11 @@ def commit(pairs: Sequence[Tuple[str, str]]) -> None:
     for target, aside in kept:
         with contextlib.suppress(OSError):
             os.remove(aside)
-    for _, target in pairs:
+    for tmp, target in pairs:
         with contextlib.suppress(FileNotFoundError):
             os.remove(target + ".aux.xml")  # statistics of the previous file
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(tmp + ".aux.xml", target + ".aux.xml")  # metadata GDAL kept beside the new one
 
 
 @contextlib.contextmanager

@@ -238,7 +238,7 @@ class GeoTiffWriter:
     moves all its finished files into place with ``atomic.commit``. ``abort()`` removes the
     temporary file. Until the commit, whatever was at the final path is untouched.
 
-    ``nodata`` is declared only when an invalid pixel was written (``mark_invalid``); with
+    ``nodata`` is declared only once an invalid pixel is written (``mark_invalid``); with
     ``use_mask`` validity goes into an internal mask band instead, for integer outputs
     whose every value is a possible result.
     """
@@ -265,7 +265,7 @@ class GeoTiffWriter:
         integer = np.issubdtype(np.dtype(dtype), np.integer)
         profile = dict(
             driver="GTiff", width=grid.width, height=grid.height, count=count, dtype=dtype,
-            crs=grid.crs, transform=grid.transform, nodata=None if use_mask else nodata, tiled=True,
+            crs=grid.crs, transform=grid.transform, tiled=True,
             blockxsize=block, blockysize=block, interleave="band", BIGTIFF="IF_SAFER",
             **COMPRESSIONS[compression](integer),
         )
@@ -293,6 +293,10 @@ class GeoTiffWriter:
             raise OutputError(f"writing {self.path} failed ({_gdal_reason(exc)}); nothing was written") from exc
 
     def mark_invalid(self) -> None:
+        """Declare nodata (from the first invalid pixel on; deleting it later would push the
+        band descriptions out of the TIFF into an .aux.xml)."""
+        if not self.has_invalid and not self.use_mask and self.nodata is not None:
+            self._ds.nodata = self.nodata
         self.has_invalid = True
 
     def update_tags(self, **tags: str) -> None:
@@ -301,8 +305,6 @@ class GeoTiffWriter:
     def finish(self) -> None:
         """Close the file and check that it is complete on disk."""
         try:
-            if not self.has_invalid and self._ds.nodata is not None:
-                self._ds.nodata = None  # nothing to declare: every pixel is valid
             self._ds.close()
         except rasterio.errors.RasterioError as exc:
             raise OutputError(f"writing {self.path} failed ({_gdal_reason(exc)}); nothing was written") from exc
