@@ -22,7 +22,7 @@ $(VENV)/bin/python:
 	fi
 	$(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
 
-$(STAMP): $(VENV)/bin/python requirements/runtime.txt requirements/train.txt requirements/test.txt pyproject.toml
+$(STAMP): $(VENV)/bin/python requirements/runtime.txt requirements/train.txt requirements/test.txt requirements/batch.txt pyproject.toml
 	$(PIP) install -q --disable-pip-version-check -r requirements/test.txt
 	$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(PY) -c "import qgis.core, rasterio, onnxruntime, torch, skyclear; print('environment ok')"

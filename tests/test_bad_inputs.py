@@ -256,13 +256,15 @@ def test_sigterm_leaves_no_temporary_file(tmp_path, data_dir):
 def test_stale_temporary_files_of_dead_processes_are_swept(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = tmp_path / f".o.tif.skyclear-{dead.pid}-0123abcd.part.tif"
+    stale = tmp_path / f".o.tif.skyclear-{atomic.HOST}-{dead.pid}-0123abcd.part.tif"
     stale.write_bytes(b"left by a SIGKILLed run")
+    elsewhere = tmp_path / f".o.tif.skyclear-otherhost-{dead.pid}-0123abcd.part.tif"
+    elsewhere.write_bytes(b"another machine of a cluster is writing this")
     mine = Path(atomic.temp_path(str(tmp_path / "x.tif")))  # a live run's temp: kept
     mine.write_bytes(b"in progress")
     src = write_raster(str(tmp_path / "in.tif"), random_image((3, 20, 20), "uint8"))
     jobs.run_model(model=identity_model(str(tmp_path / "id.onnx"), 3), optical=src, output=str(tmp_path / "o.tif"))
-    assert not stale.exists() and mine.exists()
+    assert not stale.exists() and mine.exists() and elsewhere.exists()
 
 
 # ---------------------------------------------------------------------------------------

@@ -13,22 +13,26 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import threading
 import uuid
 from typing import Iterable, List, Sequence, Tuple
 
 from .errors import InputError
 
-_TEMP_NAME = re.compile(r"^\..+\.skyclear-(\d+)-[0-9a-f]{8}\.(part|keep)(\.[A-Za-z0-9]+)?(\.aux\.xml)?$")
+_TEMP_NAME = re.compile(r"^\..+\.skyclear-([A-Za-z0-9_]+)-(\d+)-[0-9a-f]{8}\.(part|keep)(\.[A-Za-z0-9]+)?(\.aux\.xml)?$")
+# the writing host: on a cluster sharing a folder, a pid means nothing on another machine
+HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname()) or "host"
 _active: set = set()
 _lock = threading.Lock()
 
 
 def temp_path(path: str, kind: str = "part") -> str:
-    """A hidden sibling of ``path`` that names this process, e.g. ``.out.tif.skyclear-42-1a2b3c4d.part.tif``."""
+    """A hidden sibling of ``path`` that names this host and process, e.g.
+    ``.out.tif.skyclear-node1-42-1a2b3c4d.part.tif``."""
     folder, name = os.path.split(os.path.abspath(path))
     ext = os.path.splitext(name)[1]
-    return os.path.join(folder, f".{name}.skyclear-{os.getpid()}-{uuid.uuid4().hex[:8]}.{kind}{ext}")
+    return os.path.join(folder, f".{name}.skyclear-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.{kind}{ext}")
 
 
 def register(path: str) -> None:
@@ -73,7 +77,8 @@ def _alive(pid: int) -> bool:
 
 
 def sweep_stale(folder: str) -> List[str]:
-    """Remove SkyClear temporary files left in ``folder`` by processes that no longer run."""
+    """Remove SkyClear temporary files left in ``folder`` by processes of this host that no
+    longer run (other hosts' files are left alone: their processes cannot be checked from here)."""
     removed = []
     try:
         names = os.listdir(folder)
@@ -81,7 +86,7 @@ def sweep_stale(folder: str) -> List[str]:
         return removed
     for name in names:
         match = _TEMP_NAME.match(name)
-        if match and not _alive(int(match.group(1))):
+        if match and match.group(1) == HOST and not _alive(int(match.group(2))):
             with contextlib.suppress(OSError):
                 os.remove(os.path.join(folder, name))
                 removed.append(name)

@@ -349,9 +349,11 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
     # overlap zones still waiting for neighbours (weighted sums and weights)
     bottom = {n: np.zeros((c, O, W), np.float32) for n, c in channels.items()}
     bottom_w = np.zeros((O, W), np.float32)
-    # a part (see run_options) starts ceil(O / S) tile rows early: those rows' overlap reaches its first row
+    # a part (see run_options) starts ceil(O / S) tile rows early: those rows' overlap reaches its first row.
+    # It runs the whole-scene batches that hold its tiles, so every tile sees the same batch as there.
     first, stop, y_shift = (0, grid.rows, 0) if part is None else part[:3]
-    batches = list(_batches(grid, batch_size, max(0, first - -(-O // S)), stop))
+    warm = max(0, first - -(-O // S))
+    batches = [b for b in _batches(grid, batch_size) if b[-1][0] >= warm and b[0][0] < stop]
     total = (stop - first) * grid.cols
     done, processor_seconds, valid_pixels = 0, 0.0, 0
 
@@ -361,6 +363,9 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
     def read_raw(window):
         return {spec.name: sources[spec.name].read(window)[0] for spec in card.inputs}
 
+    # a part's first batch may start mid-row
+    right = {n: np.zeros((ch, T, O), np.float32) for n, ch in channels.items()}
+    right_w = np.zeros((T, O), np.float32)
     with ThreadPoolExecutor(1, "skyclear-io") as io:
         upcoming = io.submit(load, batches[0])
         writes = deque()
@@ -400,8 +405,8 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
                         bottom[n][:, :, x0:x0 + span] = acc[n][:, S:, :span]
                     right_w = wsum[:, S:].copy()
                     bottom_w[:, x0:x0 + span] = wsum[S:, :span]
-                if r < first:
-                    continue  # only blended into the part's first rows, not written
+                if not first <= r < stop:
+                    continue  # outside the part: only blended into its first rows, or not needed
                 window = Window(x0, y0, span, height)
                 raw = {n: postprocess(acc[n][:, :height, :span] / wsum[:height, :span], out.spec)
                        for n, out in writers.items()}
