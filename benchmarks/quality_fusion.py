@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/quality_fusion.py [--data ../shared/data] [--pairs heldout|all|both]
                                                   [--network MODEL.onnx] [--no-despeckle-variants]
+                                                  [--per-pair]
 
 Pairs (real imagery from ``../shared/data``, every image converted to 8 bits first):
 
@@ -23,7 +24,15 @@ are sums over the two sources) and are averaged over the pairs.
 ``--network``: an ONNX fusion model with a SkyClear card. Its inputs are fed through the
 card: the 8-bit image ``v`` is mapped onto each band's clip range ``lo + v/255 (hi - lo)`` (so a
 card with dB or DN ranges receives the same values our 8-bit conversion came from) and then
-``(x - offset) / scale``; the output goes back the same way.
+``(x - offset) / scale``; the output goes back the same way. The network also runs on the
+despeckled SAR (``network + Lee``: the same 7x7 Lee filter as the classical ``+ Lee`` rows, in
+linear intensity for dB data), scored against the raw SAR like those rows.
+
+``--per-pair``: a table per pair of Qabf, VIF and SSIM for every method (the means hide which
+pairs a method wins on).
+
+``--figure PNG`` (with ``--network``): optical, SAR, guided filter and network side by side on the
+first held-out pair (CFOG bottom third, a crop), each panel the 8-bit values as written (needs Pillow).
 """
 from __future__ import annotations
 
@@ -141,6 +150,12 @@ def load_pairs(root: str, which: str) -> List[Dict]:
 # methods
 
 
+def despeckled(pair):
+    """The pair with its SAR Lee-filtered exactly as the classical '+ Lee' rows do (8-bit scale)."""
+    proc = ClassicalFusionProcessor("average", despeckle="lee", sar_units=pair["sar_units"])
+    return dict(pair, sar=proc.despeckle_sar(pair["sar"][0] / 255.0)[None] * 255.0)
+
+
 def run_classical(method, despeckle, pair):
     proc = ClassicalFusionProcessor(method, despeckle=despeckle, sar_units=pair["sar_units"])
     x = {"optical": (pair["optical"] / 255.0).astype(np.float32)[None],
@@ -197,9 +212,10 @@ def fmt_row(name, vals, keys, width):
     return "| " + name.ljust(width) + " | " + " | ".join(cells) + " |"
 
 
-def evaluate(pairs, methods, network=None, verbose=False):
+def evaluate(pairs, methods, verbose=False):
+    """Mean metrics per method, and the per-pair values (``_per_pair``: name -> metrics)."""
     results = {}
-    for label, fn in methods + ([(network.name, network)] if network else []):
+    for label, fn in methods:
         per_pair = []
         t0 = time.time()
         for p in pairs:
@@ -211,7 +227,19 @@ def evaluate(pairs, methods, network=None, verbose=False):
                       file=sys.stderr)
         results[label] = {k: float(np.mean([m[k] for m in per_pair])) for k in METRIC_NAMES}
         results[label]["_seconds"] = time.time() - t0
+        results[label]["_per_pair"] = {p["name"]: m for p, m in zip(pairs, per_pair)}
     return results
+
+
+def print_per_pair(results, pairs, keys=("qabf", "vif", "ssim")):
+    width = max(len(k) for k in results)
+    names = [p["name"] for p in pairs]
+    print("\nper pair (" + ", ".join(LABELS[k] for k in keys) + "):\n")
+    print("| " + "method".ljust(width) + " | " + " | ".join(f"{n} {LABELS[k]}" for n in names for k in keys) + " |")
+    print("|" + "-" * (width + 2) + "|" + "|".join("---:" for _ in names for _ in keys) + "|")
+    for label, vals in results.items():
+        cells = [f"{vals['_per_pair'][n][k]:.3f}" for n in names for k in keys]
+        print("| " + label.ljust(width) + " | " + " | ".join(cells) + " |")
 
 
 def print_table(title, results, n_pairs):
@@ -226,6 +254,29 @@ def print_table(title, results, n_pairs):
         print(fmt_row(name, vals, keys, width))
 
 
+def save_figure(path, pair, panels, width=320):
+    """Side-by-side PNG of ``panels`` [(title, (3|1, H, W) 0..255)] on a ``width``-px crop of ``pair``."""
+    from PIL import Image, ImageDraw
+    h, w = pair["optical"].shape[1:]
+    x0 = max(0, (w - width) // 2)
+    tiles = []
+    for title, img in panels:
+        a = np.clip(np.asarray(img)[:, :, x0:x0 + width], 0, 255).astype(np.uint8)
+        a = np.repeat(a, 3, 0) if a.shape[0] == 1 else a
+        tile = Image.new("RGB", (a.shape[2], a.shape[1] + 18), "white")
+        tile.paste(Image.fromarray(np.moveaxis(a, 0, -1)), (0, 18))
+        ImageDraw.Draw(tile).text((4, 3), title, fill="black")
+        tiles.append(tile)
+    gap = 6
+    out = Image.new("RGB", (sum(t.width for t in tiles) + gap * (len(tiles) - 1), tiles[0].height), "white")
+    x = 0
+    for t in tiles:
+        out.paste(t, (x, 0))
+        x += t.width + gap
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    out.save(path)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=DEFAULT_DATA)
@@ -234,6 +285,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads for --network")
     ap.add_argument("--no-despeckle-variants", action="store_true", help="skip the +Lee rows")
     ap.add_argument("--verbose", action="store_true", help="per-pair values on stderr")
+    ap.add_argument("--per-pair", action="store_true", help="a per-pair table of Qabf, VIF and SSIM")
+    ap.add_argument("--figure", help="PNG: optical, SAR, guided filter, network on the first held-out pair")
     args = ap.parse_args(argv)
 
     methods = [("optical only", lambda p: run_classical("optical", None, p)),
@@ -244,22 +297,35 @@ def main(argv=None):
         methods += [("average + Lee", lambda p: run_classical("average", "lee", p)),
                     ("laplacian + Lee", lambda p: run_classical("laplacian", "lee", p)),
                     ("guided (GFF) + Lee", lambda p: run_classical("guided", "lee", p))]
-    network = NetworkRunner(args.network, args.threads) if args.network else None
+    network = None
+    if args.network:
+        network = NetworkRunner(args.network, args.threads)
+        methods.append((network.name, network))
+        if not args.no_despeckle_variants:
+            methods.append((network.name + " + Lee", lambda p: network(despeckled(p))))
 
     print("Fusion metrics on 8-bit grey images (BT.601 luma); A = SAR, B = optical; SSIM = SSIM(F,A)+SSIM(F,B), "
           "VIF = VIF(A,F)+VIF(B,F), MI = MI(A,F)+MI(B,F) in bits; PSNR vs both sources (dB).")
     print("Paper rows: Yan et al. 2025, their two SAR-visible datasets -- different data, context only.")
     print("'+ Lee' rows are still scored against the raw (speckled) SAR: speckle counts as detail to transfer, "
           "so despeckling lowers Qabf, MI, AG and SF there.")
+    if args.figure and network is not None:
+        pair = load_pairs(args.data, "heldout")[0]
+        save_figure(args.figure, pair, [("optical", pair["optical"]), ("SAR", pair["sar"]),
+                                        ("guided filter (GFF)", run_classical("guided", None, pair)),
+                                        (network.name, network(pair))])
+        print(f"figure: {args.figure} ({pair['name']})")
     for which in (("heldout", "all") if args.pairs == "both" else (args.pairs,)):
         pairs = load_pairs(args.data, which)
         if not pairs:
             raise SystemExit(f"no pairs found under {args.data}")
-        results = evaluate(pairs, methods, network, args.verbose)
+        results = evaluate(pairs, methods, args.verbose)
         title = ("held-out pairs (never seen by the network: CFOG bottom third + SEN12MS-CR "
                  + ", ".join(splits.SEN12MSCR_HELDOUT) + ")") if which == "heldout" else \
             "all pairs (CFOG full, 15 SEN12MS-CR, 2 SSL4EO; includes the network's training pairs)"
         print_table(title, results, len(pairs))
+        if args.per_pair:
+            print_per_pair(results, pairs)
         print("\npairs: " + ", ".join(f"{p['name']} {p['optical'].shape[2]}x{p['optical'].shape[1]}" for p in pairs))
         print("seconds per method (these pairs, incl. metrics): "
               + ", ".join(f"{k} {v['_seconds']:.1f}" for k, v in results.items()))

@@ -5,7 +5,7 @@ import os
 from typing import Dict, List, Optional
 
 from qgis.core import (QgsColorRampShader, QgsContrastEnhancement, QgsMultiBandColorRenderer,
-                       QgsProject, QgsRaster, QgsRasterLayer, QgsRasterShader,
+                       QgsProcessingLayerPostProcessorInterface, QgsProject, QgsRaster, QgsRasterLayer, QgsRasterShader,
                        QgsSingleBandGrayRenderer, QgsSingleBandPseudoColorRenderer)
 from qgis.PyQt.QtGui import QColor
 
@@ -96,7 +96,77 @@ def skyclear_group(project: Optional[QgsProject] = None):
     return group
 
 
-def add_outputs(outputs: Dict[str, str], title: str, project: Optional[QgsProject] = None) -> List[QgsRasterLayer]:
+# what each output is called in the Layers panel, for the dialog and Processing alike
+OUTPUT_LABELS = {"restored": "cloud-free", "cloud_probability": "cloud probability",
+                 "fused": "fused", "output": "result"}
+NAME_LIMIT = 40
+
+
+def output_layer_name(path: str, output_name: str = "") -> str:
+    """``<input stem> — <what>``, short enough for the Layers panel (the full path is in the
+    layer's tooltip/source): e.g. "s2l1c_20200823 — cloud-free"."""
+    stem = os.path.splitext(os.path.basename(path or ""))[0] or "SkyClear"
+    what = OUTPUT_LABELS.get(output_name, (output_name or "result").replace("_", " "))
+    suffixes = ("_" + (output_name or "-"), "_cloud_probability", "_cloudfree_sar", "_cloudfree", "_fused", "_model")
+    stripped = True
+    while stripped:
+        stripped = False
+        for suffix in suffixes:
+            if stem.endswith(suffix) and len(stem) > len(suffix):
+                stem, stripped = stem[: -len(suffix)], True
+    room = max(8, NAME_LIMIT - len(what) - 3)
+    if len(stem) > room:
+        stem = stem[: room - 1] + "…"
+    return f"{stem} — {what}"
+
+
+class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
+    """Processing post-processor: the same rendering and name as the dialog's outputs."""
+
+    def __init__(self, output_name: str = ""):
+        super().__init__()
+        self.output_name = output_name
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS API
+        if isinstance(layer, QgsRasterLayer) and layer.isValid():
+            style_layer(layer, self.output_name)
+            layer.setName(output_layer_name(layer.source().split("|")[0], self.output_name))
+
+
+# Processing result keys -> the engine's output names, per algorithm
+ALGORITHM_OUTPUTS = {"remove_clouds_sar": {"OUTPUT": "restored", "CLOUD_PROBABILITY": "cloud_probability"},
+                     "remove_clouds_optical": {"OUTPUT": "restored"},
+                     "fuse_sar_optical": {"OUTPUT": "fused"}}
+
+# QGIS does not own Python post-processors: keep them alive until QGIS has used them
+_POST_PROCESSORS: List[StyleOnLoad] = []
+
+
+def style_processing_outputs(results: Dict, context, algorithm: str = "") -> int:
+    """Attach a :class:`StyleOnLoad` to every raster result that Processing will load into the
+    project when the algorithm finishes (``runAndLoadResults``, the toolbox dialog). Returns how many."""
+    output_names = ALGORITHM_OUTPUTS.get(algorithm, {})
+    attached = 0
+    for key, value in (results or {}).items():
+        if not isinstance(value, str) or not value.lower().endswith((".tif", ".tiff")):
+            continue
+        try:
+            if not context.willLoadLayerOnCompletion(value):
+                continue
+            details = context.layerToLoadOnCompletionDetails(value)
+        except Exception:
+            continue
+        name = output_names.get(key, "")
+        processor = StyleOnLoad(name)
+        _POST_PROCESSORS.append(processor)
+        del _POST_PROCESSORS[:-64]
+        details.setPostProcessor(processor)
+        details.name = output_layer_name(value, name)
+        attached += 1
+    return attached
+
+
+def add_outputs(outputs: Dict[str, str], title: str = "", project: Optional[QgsProject] = None) -> List[QgsRasterLayer]:
     """Load every output GeoTIFF, style it and put it at the top of the "SkyClear" group.
     Probability maps go above the images so that the image shows through their transparency."""
     project = project or QgsProject.instance()
@@ -110,8 +180,7 @@ def add_outputs(outputs: Dict[str, str], title: str, project: Optional[QgsProjec
                  if l.source().split("|")[0] and os.path.abspath(l.source().split("|")[0]) == os.path.abspath(path)]
         if stale:
             project.removeMapLayers(stale)
-        layer_name = f"{title} — {name}" if len(outputs) > 1 else f"{title} — {os.path.basename(path)}"
-        layer = QgsRasterLayer(path, layer_name, "gdal")
+        layer = QgsRasterLayer(path, output_layer_name(path, name), "gdal")
         if not layer.isValid():
             continue
         kind = style_layer(layer, name)

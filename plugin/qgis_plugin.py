@@ -1,6 +1,7 @@
 """QGIS entry point: Processing provider, toolbar button and menu entries."""
 from __future__ import annotations
 
+import html
 import os
 
 from qgis.core import Qgis, QgsApplication, QgsMessageLog
@@ -36,10 +37,11 @@ class SkyClearPlugin:
         self.initProcessing()
         if self.iface is None:
             return
-        problem = dependencies.problem_message()
+        problem = dependencies.problem_message(deep=False)   # start-up: no heavy imports
         if problem:
-            QgsMessageLog.logMessage(problem, LOG_TAG, Qgis.Warning)
-            self.iface.messageBar().pushMessage("SkyClear", problem, Qgis.Warning, 0)
+            # both render HTML: the pins' quotes and "<" must reach the user as text
+            QgsMessageLog.logMessage(html.escape(problem, quote=False), LOG_TAG, Qgis.Warning)
+            self.iface.messageBar().pushMessage("SkyClear", html.escape(problem, quote=False), Qgis.Warning, 0)
         self.toolbar = self.iface.addToolBar("SkyClear")
         self.toolbar.setObjectName("SkyClearToolbar")
         action = QAction(QIcon(ICON), "SkyClear…", self.iface.mainWindow())
@@ -60,7 +62,7 @@ class SkyClearPlugin:
     def open_dialog(self):
         problem = dependencies.problem_message()
         if problem:
-            self.iface.messageBar().pushMessage("SkyClear", problem, Qgis.Critical, 0)
+            self.iface.messageBar().pushMessage("SkyClear", html.escape(problem, quote=False), Qgis.Critical, 0)
             return
         from ..ui.main_dialog import SkyClearDialog
 

@@ -6,13 +6,14 @@ in ``finished`` on the main thread.
 """
 from __future__ import annotations
 
+import html
 import os
 import time
 import traceback
 from typing import Any, Callable, Dict, Optional
 
 from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsTask
-from qgis.PyQt.QtCore import QUrl, pyqtSignal
+from qgis.PyQt.QtCore import QTimer, QUrl, pyqtSignal
 
 LOG_TAG = "SkyClear"
 
@@ -49,7 +50,8 @@ class SkyClearTask(QgsTask):
     done = pyqtSignal(object)          # the task itself, after finished() on the main thread
 
     def __init__(self, title: str, function_name: str, kwargs: Dict[str, Any], iface=None,
-                 add_to_map: bool = True, job: Optional[Callable] = None):
+                 add_to_map: bool = True, job: Optional[Callable] = None,
+                 expected_seconds: Optional[float] = None):
         super().__init__(f"SkyClear: {title}", QgsTask.CanCancel)
         self.title = title
         self.function_name = function_name
@@ -66,23 +68,32 @@ class SkyClearTask(QgsTask):
         self._started = None
         self.seconds = 0.0
         self.is_done = False               # plain Python flag: the manager deletes the C++ task after finished()
+        # the engine reports progress once per tile batch: a run of one tile (or one slow batch)
+        # would sit at 0 % until it ends. Between reports the progress moves on by the time
+        # measured for a tile (the dialog's estimate), never past the next report.
+        self.expected_seconds = expected_seconds if expected_seconds and expected_seconds > 0 else None
+        self._reported = 0.0               # last fraction reported by the engine
+        self._reported_at = None
+        self._timer = QTimer()
+        self._timer.setInterval(500)
+        self._timer.timeout.connect(self._interpolate)
         self.etaChanged.connect(self._show_eta)
 
     # -- worker thread ----------------------------------------------------------------------
     def run(self):  # noqa: D401 - QgsTask API
         from .core.errors import Cancelled, SkyClearError
 
-        self._started = time.monotonic()
+        self._started = self._reported_at = time.monotonic()
         try:
             job = self.job or resolve_job(self.function_name)
             self.report = job(**self.kwargs, progress=self._progress, is_cancelled=self.isCanceled)
-            if self.isCanceled():
-                # a job that finished despite the request: keep its result, it is complete
-                pass
+            # a job that finished despite a late cancel request keeps its result: it is complete
             return True
         except Cancelled:
+            # a user's cancel is not a failure: return True so that QGIS does not announce
+            # "Task failed"; finished() tells the user that the run was cancelled
             self.was_cancelled = True
-            return False
+            return True
         except SkyClearError as exc:
             self.error = str(exc)
             self.detail = traceback.format_exc()
@@ -95,18 +106,49 @@ class SkyClearTask(QgsTask):
             self.seconds = time.monotonic() - (self._started or time.monotonic())
 
     def _progress(self, fraction: float, message: str = "") -> None:
+        """Engine callback (worker thread)."""
         fraction = min(max(float(fraction), 0.0), 1.0)
+        self._reported, self._reported_at = fraction, time.monotonic()
+        self._message_text = message
+        self._show_progress(fraction, message)
+
+    def _show_progress(self, fraction: float, message: str = "", estimated: bool = False) -> None:
+        fraction = max(fraction, self.progress() / 100.0) if not fraction >= 1.0 else 1.0
         self.setProgress(100.0 * fraction)
         elapsed = time.monotonic() - (self._started or time.monotonic())
-        eta = ""
-        if 0.02 < fraction < 1.0 and elapsed > 0.5:
-            from ..ui.logic import format_seconds
+        from ..ui.logic import format_seconds
 
+        eta = ""
+        if estimated and self.expected_seconds:
+            eta = f", ≈ {format_seconds(max(0.0, self.expected_seconds - elapsed))} left (estimated)"
+        elif 0.02 < fraction < 1.0 and elapsed > 0.5:
             eta = f", {format_seconds(elapsed * (1 - fraction) / fraction)} left"
         text = f"{100 * fraction:.0f}%{eta}" + (f" — {message}" if message else "")
         if text != self.status_text:
             self.status_text = text
             self.etaChanged.emit(text)
+
+    def _interpolate(self) -> None:
+        """Main-thread timer: move the bar on by elapsed / expected time until the next report."""
+        try:
+            if self.is_done or self._started is None or self.isCanceled():
+                return
+        except RuntimeError:      # the C++ task is gone
+            self._timer.stop()
+            return
+        elapsed = time.monotonic() - self._started
+        if not self.expected_seconds:     # nothing measured yet: at least show that it runs
+            if self._reported == 0.0 and elapsed > 2.0:
+                from ..ui.logic import format_seconds
+
+                text = f"running, {format_seconds(elapsed)} so far (no estimate yet)"
+                if text != self.status_text:
+                    self.status_text = text
+                    self.etaChanged.emit(text)
+            return
+        guess = min(0.99, elapsed / self.expected_seconds)
+        if guess > self._reported + 0.005:
+            self._show_progress(guess, getattr(self, "_message_text", "") or "running", estimated=True)
 
     # -- main thread --------------------------------------------------------------------------
     def _show_eta(self, text: str) -> None:
@@ -114,16 +156,20 @@ class SkyClearTask(QgsTask):
 
     def finished(self, result):  # noqa: D401 - QgsTask API
         _RUNNING.discard(self)
+        self._timer.stop()
         try:
             if result and self.report is not None:
                 self._succeeded()
             elif self.was_cancelled or self.isCanceled():
                 self.was_cancelled = True
+                self.status_text = "cancelled"
+                self.setDescription(f"SkyClear: {self.title} (cancelled)")
                 self._message(f"{self.title} cancelled; no output was written.", Qgis.Info, 5)
-                QgsMessageLog.logMessage(f"{self.title}: cancelled", LOG_TAG, Qgis.Info)
+                QgsMessageLog.logMessage(_esc(f"{self.title}: cancelled by the user; no output was written"),
+                                         LOG_TAG, Qgis.Info)
             else:
                 error = self.error or "the task stopped without a result"
-                QgsMessageLog.logMessage(f"{self.title} failed: {error}\n\n{self.detail or ''}",
+                QgsMessageLog.logMessage(_esc(f"{self.title} failed: {error}\n\n{self.detail or ''}"),
                                          LOG_TAG, Qgis.Critical)
                 self._message(f"{self.title} failed: {error}", Qgis.Critical, 0,
                               detail=(self.detail or error) + "\n(see the SkyClear tab of the log panel)")
@@ -148,17 +194,23 @@ class SkyClearTask(QgsTask):
         folder = os.path.dirname(os.path.abspath(first)) if first else ""
         from ..ui.logic import format_seconds
 
-        link = (f' — <a href="{QUrl.fromLocalFile(folder).toString()}">open output folder</a>'
+        link = (f' — <a href="{html.escape(QUrl.fromLocalFile(folder).toString())}">open output folder</a>'
                 if folder else "")
-        text = (f"{self.title} finished in {format_seconds(seconds)} on {provider}"
-                f" ({getattr(report, 'tiles', '?')} tiles){link}")
-        QgsMessageLog.logMessage(
+        tiles = getattr(report, "tiles", None)
+        text = _esc(f"{self.title} finished in {format_seconds(seconds)} on {provider}"
+                    + (f" ({plural(tiles, 'tile')})" if isinstance(tiles, int) else "")) + link
+        QgsMessageLog.logMessage(_esc(
             f"{self.title}: {format_seconds(seconds)}, provider {provider}, tile "
             f"{getattr(report, 'tile_size', '?')}, overlap {getattr(report, 'overlap', '?')}, outputs "
-            + ", ".join(f"{k}={v}" for k, v in outputs.items()), LOG_TAG, Qgis.Info)
-        self._message(text, Qgis.Success, 15)
+            + ", ".join(f"{k}={v}" for k, v in outputs.items())), LOG_TAG, Qgis.Info)
+        self._message(text, Qgis.Success, 15, markup=True)
 
-    def _message(self, text: str, level, duration: int, detail: Optional[str] = None) -> None:
+    def _message(self, text: str, level, duration: int, detail: Optional[str] = None,
+                 markup: bool = False) -> None:
+        """Push to the message bar, which renders HTML: plain text is escaped (a "<" would
+        swallow the rest of the message), ``markup=True`` text is passed as it is."""
+        if not markup:
+            text = _esc(text)
         bar = None
         if self.iface is not None:
             try:
@@ -173,9 +225,18 @@ class SkyClearTask(QgsTask):
             bar.pushMessage("SkyClear", text, level, duration)
 
 
+def _esc(text: str) -> str:
+    return html.escape(str(text), quote=False)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def start(task: SkyClearTask) -> SkyClearTask:
     _RUNNING.add(task)
     QgsApplication.taskManager().addTask(task)
+    task._timer.start()
     return task
 
 

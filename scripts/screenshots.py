@@ -5,7 +5,8 @@
 
 Loads real rasters from ../shared/data (Sentinel-2 L1C + Sentinel-1 of SSL4EO-S12 location
 0000200, the CFOG SAR/optical pair), opens the dialog for each task and saves
-``dialog_<task>.png`` and ``dialog_dependencies.png``; then runs the jobs that can run here
+``dialog_<task>.png``, ``dialog_dependencies.png`` and ``dialog_1280x800.png`` (the dialog as it
+opens on a 1280×800 laptop screen, buttons on screen); then runs the jobs that can run here
 (classical fusion always; the bundled models of models/zoo when present) through the QGIS task
 manager and saves map renders ``result_<task>.png`` (input | output side by side) and
 ``qgis_window.png`` (layer tree with the SkyClear group, map and message bar).
@@ -156,6 +157,37 @@ class Shooter:
         painter.end()
         return self.save(image, name)
 
+    def laptop_screen(self, dialog, name, size=(1280, 800), panel=30):
+        """The dialog as it opens on a ``size`` screen with a desktop panel of ``panel`` px:
+        a screen-sized image with the dialog (and a title bar) where it would sit."""
+        from qgis.PyQt.QtCore import QRect, Qt
+        from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter
+
+        available = QRect(0, panel, size[0], size[1] - panel)
+        dialog.fit_to_screen(available)
+        self.process(0.5)
+        shot = dialog.grab()
+        image = QImage(size[0], size[1], QImage.Format_ARGB32)
+        image.fill(QColor(70, 90, 110))
+        painter = QPainter(image)
+        painter.fillRect(0, 0, size[0], panel, QColor(30, 30, 30))
+        font = QFont()
+        font.setPointSize(10)
+        painter.setFont(font)
+        painter.setPen(QColor(230, 230, 230))
+        painter.drawText(QRect(10, 0, size[0] - 20, panel), Qt.AlignVCenter | Qt.AlignRight, f"{size[0]}×{size[1]}")
+        x, y, title = dialog.x(), dialog.y(), 24
+        painter.fillRect(x, y - title, shot.width(), title, QColor(210, 210, 215))
+        painter.setPen(QColor(20, 20, 20))
+        painter.drawText(QRect(x + 10, y - title, shot.width() - 20, title), Qt.AlignVCenter | Qt.AlignLeft,
+                         dialog.windowTitle())
+        painter.drawPixmap(x, y, shot)
+        painter.end()
+        bottom = y + shot.height()
+        if bottom > size[1] or y - title < panel:
+            raise SystemExit(f"{name}: the dialog does not fit the {size[0]}×{size[1]} screen")
+        return self.save(image, name)
+
     def wait(self, task, timeout=600):
         end = time.monotonic() + timeout
         while not task.is_done and time.monotonic() < end:
@@ -182,6 +214,7 @@ class Shooter:
 
     def run(self, with_results: bool) -> int:
         from qgis.core import QgsProject
+        from qgis.PyQt.QtCore import QRect
 
         from skyclear.ui.main_dialog import SkyClearDialog
 
@@ -197,6 +230,8 @@ class Shooter:
         self.canvas.setExtent(s2.extent())
         self.window.show()
         dialog = self.dialog = SkyClearDialog(self.iface, parent=self.window)
+        dialog.auto_estimate = False      # timed explicitly below, once per task
+        dialog.fit_to_screen(QRect(0, 0, 1600, 1000))
         dialog.show()
         self.process(0.5)
         plan = {
@@ -212,13 +247,21 @@ class Shooter:
                 dialog.sar_combo.setLayer(sar)
             stem = os.path.splitext(os.path.basename(optical.source()))[0]
             dialog.output_widget.setFilePath(os.path.join(self.outputs, f"{stem}_{key}.tif"))
+            if key == "optical_cloud_removal":
+                dialog.mode_combo.setCurrentIndex(dialog.mode_combo.findData("diffusion"))
             dialog.validate()
+            dialog.measure()              # one real tile through the engine: the time estimate
             self.process(0.3)
             self.save(dialog, f"dialog_{key}.png")
         dialog.tabs.setCurrentIndex(1)
         self.process(0.3)
         self.save(dialog, "dialog_dependencies.png")
         dialog.tabs.setCurrentIndex(0)
+        dialog.set_task("optical_cloud_removal")
+        dialog.output_widget.setFilePath(os.path.join(self.outputs, "pna_1_cloudy_cloudfree.tif"))
+        dialog.validate()
+        self.laptop_screen(dialog, "dialog_1280x800.png")
+        dialog.fit_to_screen(QRect(0, 0, 1600, 1000))
         if not with_results:
             dialog.shutdown()
             return 0

@@ -421,3 +421,12 @@ def test_extent_on_a_raster_without_georeference(tmp_path):
     with rasterio.open(out) as ds:
         np.testing.assert_array_equal(ds.read(), img[:, 10:60, 10:110])
 
+
+
+def test_diffusion_reports_progress_within_a_single_tile(tmp_path, data_dir):
+    src = sorted((data_dir / "rice1").glob("*_cloudy.png"))[0]
+    seen = []
+    jobs.remove_clouds_optical(optical=str(src), output=str(tmp_path / "o.tif"), steps=5, device="cpu",
+                               progress=lambda fraction, message: seen.append(fraction))
+    assert len(seen) >= 5 and seen == sorted(seen) and seen[-1] == 1.0
+    assert 0 < seen[0] < 1  # before the tile was finished

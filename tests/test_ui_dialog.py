@@ -55,7 +55,7 @@ def wait_task(task, timeout=60.0):
 
 
 def s2_card(task="generic", with_probability=False):
-    card = base_card([f"B{i}" for i in range(1, 14)], [f"B{i}" for i in range(1, 14)],
+    card = base_card(list(logic.S2_BANDS), list(logic.S2_BANDS),
                      clip=(0, 10000), scale=10000.0, sar_bands=["VV", "VH"], out_dtype="uint16",
                      task=task, tile=64, multiple=1, overlap=8)
     card["inputs"][1]["bands"] = [band("VV", clip=(-25, 0), scale=25, offset=-25),
@@ -212,9 +212,11 @@ def test_validation_messages(dialog, tmp_path):
     dialog.optical_combo.setLayer(rgb)
     dialog.sar_combo.setLayer(s1)
     dialog.validate()
-    assert any("3 band(s) but the model expects 13" in e for e in dialog.errors()), dialog.messages
+    # (the wrong product, said as such: not "choose 13 bands")
+    assert any("has 3 bands (uint8): it is not the product model 'test-model' works on "
+               "(a 13-band Sentinel-2 L1C scene (B1…B12))" in e for e in dialog.errors()), dialog.messages
     assert not dialog.run_button.isEnabled()
-    assert "expects 13" in dialog.message_label.text()
+    assert "13-band Sentinel-2" in dialog.message_label.text()
 
     # no overlap (India vs central Europe) and a CRS difference announced
     s2 = add_layer(S2)
@@ -288,7 +290,7 @@ def test_run_through_task_manager_adds_styled_layers(dialog, qgis_iface, tmp_pat
     assert dialog.validate(), dialog.messages
     est = dialog.measure()
     assert est is not None and est > 0
-    assert "tile(s)" in dialog.estimate_label.text() and "s per tile" in dialog.estimate_label.text()
+    assert "9 tiles" in dialog.estimate_label.text() and "s per tile" in dialog.estimate_label.text()
     qgis_iface.messageBar().clear_messages()
     task = dialog.run()
     assert task is not None

@@ -45,10 +45,12 @@ def test_card_fit_and_refusal_message():
     refusal = logic.check_card_for_task(card, "optical_cloud_removal")
     assert "diffusion step" in refusal and "reference network" in refusal
     refusal = logic.check_card_for_task(card, "custom")
-    assert "Optical cloud removal (diffusion)" in refusal          # tells where it belongs
+    assert "Remove clouds (diffusion)" in refusal                  # tells where it belongs
     generic = parse_card(base_card(["B1"], ["B1"]))
     assert logic.check_card_for_task(generic, "custom") is None
     assert "SAR-assisted cloud removal" in logic.check_card_for_task(generic, "sar_cloud_removal")
+    assert "is a generic model" in logic.check_card_for_task(generic, "sar_cloud_removal")
+    assert "is an optical cloud removal" in logic.check_card_for_task(card, "custom")   # not "a optical"
     html = logic.card_summary_html(generic, "/m.onnx")
     for text in ("test-model", "Training data: synthetic test", "License: CC0-1.0", "Held-out metrics"):
         assert text in html
@@ -66,7 +68,9 @@ def test_estimate_text():
     assert est.total_seconds == pytest.approx(est.tiles * 0.8 * 11)
     assert "h" in est.text() or "min" in est.text()
     assert 100 < est.memory_mb < 4000
-    assert "press Estimate" in logic.estimate(100, 100, 64, 8, 3, 3, None).text()
+    assert "measuring one tile" in logic.estimate(100, 100, 64, 8, 3, 3, None).text()
+    assert logic.estimate(60, 60, 64, 8, 3, 3, 0.05).text().startswith("1 tile; ")       # not "1 tile(s)"
+    assert "(50 ms per tile)" in logic.estimate(60, 60, 64, 8, 3, 3, 0.05).text()
 
 
 def test_value_range_warnings():

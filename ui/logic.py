@@ -7,13 +7,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..plugin.core import bands as core_bands
+
 S2_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
 S1_BANDS = ("VV", "VH")
 RGB_BANDS = ("R", "G", "B")
-# model band name -> raster band descriptions that mean the same (Sentinel-2 true colour, S1)
-BAND_ALIASES = {"R": ("RED", "B4", "B04"), "G": ("GREEN", "B3", "B03"), "B": ("BLUE", "B2", "B02"),
-                "RED": ("R", "B4", "B04"), "GREEN": ("G", "B3", "B03"), "BLUE": ("B", "B2", "B02"),
-                "NIR": ("B8", "B08"), "SAR": ("VV", "HH", "SIGMA0_VV")}
+# model band name -> raster band descriptions that mean the same: the core's one table
+BAND_ALIASES = core_bands.BAND_ALIASES
 FUSION_METHODS = (("network", "Network (trained fusion model)"),
                   ("laplacian", "Laplacian pyramid (classical)"),
                   ("guided", "Guided filter (classical)"),
@@ -49,20 +49,21 @@ class TaskSpec:
 
 
 TASKS: Tuple[TaskSpec, ...] = (
-    TaskSpec("sar_cloud_removal", "SAR-assisted cloud removal", "remove_clouds_sar",
+    # titles = the Processing algorithms' display names, so both places say the same
+    TaskSpec("sar_cloud_removal", "Remove clouds (SAR-assisted)", "remove_clouds_sar",
              "Removes clouds from a cloudy Sentinel-2 scene (13 bands, L1C) using a Sentinel-1 "
              "scene (VV, VH in dB) of about the same date (IB-HFN). Writes the cloud-free scene "
              "and a cloud-probability map.",
              needs_sar=True, card_tasks=("sar_cloud_removal",),
              default_optical=S2_BANDS, default_sar=S1_BANDS,
              optical_hint="cloudy Sentinel-2, 13 bands", sar_hint="Sentinel-1, 2 bands VV,VH (dB)"),
-    TaskSpec("optical_cloud_removal", "Optical cloud removal (diffusion)", "remove_clouds_optical",
+    TaskSpec("optical_cloud_removal", "Remove clouds (diffusion)", "remove_clouds_optical",
              "Removes thin clouds and haze from an optical image alone with Diffusion Enhancement: "
              "a reference network gives a first clear estimate and a few diffusion steps add detail.",
              needs_sar=False, card_tasks=("optical_cloud_removal_reference",),
              step_card_tasks=("optical_cloud_removal_diffusion_step",),
              default_optical=RGB_BANDS, optical_hint="cloudy optical image"),
-    TaskSpec("fusion", "SAR–optical fusion", "fuse_sar_optical",
+    TaskSpec("fusion", "Fuse SAR and optical", "fuse_sar_optical",
              "Fuses a SAR image into an optical image (hierarchical fusion): the optical colours "
              "are kept and SAR structure is added. Classical methods need no model.",
              needs_sar=True, card_tasks=("sar_optical_fusion",),
@@ -98,8 +99,40 @@ def check_card_for_task(card, task_key: str, step: bool = False) -> Optional[str
     have = CARD_TASK_LABELS.get(card.task, card.task)
     need = " or ".join(CARD_TASK_LABELS.get(t, t) for t in wanted)
     where = task_title_for_card_task(card.task)
-    return (f"Model '{card.name}' is a {have} model (card task '{card.task}'), but this slot needs a "
-            f"{need} model. Choose it under “{where}” instead, or pick another model.")
+    return (f"Model '{card.name}' is {article(have)} {have} model (card task '{card.task}'), but this slot needs "
+            f"{article(need)} {need} model. Choose it under “{where}” instead, or pick another model.")
+
+
+def article(word: str) -> str:
+    """'an' before a vowel: "an optical cloud removal model", "a SAR–optical fusion model"."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+# folder names of ../shared/data and the data sets they hold, for model cards
+DATASET_NAMES = {"rice1": "RICE1", "rice2": "RICE2", "sen12mscr": "SEN12MS-CR", "sen12mscrts": "SEN12MS-CR-TS",
+                 "sen12ms_cr": "SEN12MS-CR", "sen12ms_cr_ts": "SEN12MS-CR-TS", "sar_optical": "CFOG",
+                 "cfog": "CFOG", "ssl4eo": "SSL4EO-S12", "majortom": "Major-TOM", "major_tom": "Major-TOM",
+                 "thin_cloud": "thin-cloud samples"}
+
+
+def dataset_names(data) -> str:
+    """A card's training data as data set names: development paths such as
+    "../shared/data/rice1,../shared/data/rice2" become "RICE1, RICE2"."""
+    items = data if isinstance(data, (list, tuple)) else str(data).split(",")
+    names = []
+    for item in items:
+        item = str(item).strip().rstrip("/\\")
+        if not item:
+            continue
+        base = item.replace("\\", "/").split("/")[-1]
+        name = DATASET_NAMES.get(base.lower(), base if ("/" in item or "\\" in item) else item)
+        if name not in names:
+            names.append(name)
+    return ", ".join(names)
 
 
 # ---------------------------------------------------------------------------------------
@@ -166,7 +199,7 @@ def card_summary_html(card, path: str = "") -> str:
     rows.append(f"Tiles: {card.tile_size} px (multiple of {card.size_multiple}), overlap {card.default_overlap} px")
     training = card.training or {}
     if training.get("data"):
-        rows.append(f"Training data: {esc(training['data'])}")
+        rows.append(f"Training data: {esc(dataset_names(training['data']))}")
     extent = [f"{k} {training[k]}" for k in ("steps", "epochs") if training.get(k) is not None]
     if extent:
         rows.append("Training: " + esc(", ".join(extent)))
@@ -214,16 +247,8 @@ class LayerInfo:
 
 def value_range_problem(label: str, model_name: str, clip_high: float, dtype: str) -> Optional[str]:
     """A warning when the raster's value range clearly does not match the model's card
-    (an 8-bit model on 16-bit Sentinel-2 DN, or the other way round)."""
-    if not dtype or clip_high is None:
-        return None
-    if clip_high <= 255 and dtype in ("uint16", "int16", "uint32", "int32"):
-        return (f"Model '{model_name}' expects 8-bit {label} values (0–{clip_high:g}) but the raster is {dtype}: "
-                "values above are clipped. Use an 8-bit image or a model made for this product.")
-    if clip_high >= 1000 and dtype == "uint8":
-        return (f"Model '{model_name}' expects {label} values up to {clip_high:g} (e.g. Sentinel-2 DN) but the "
-                "raster is 8-bit: the result will be very dark. Use a model made for 8-bit images.")
-    return None
+    (an 8-bit model on 16-bit Sentinel-2 DN, or the other way round): the core's check."""
+    return core_bands.dtype_range_problem(label, model_name, clip_high, dtype)
 
 
 def plausibility(info: LayerInfo, role: str, wanted: Sequence[str] = ()) -> float:
@@ -258,37 +283,15 @@ def plausibility(info: LayerInfo, role: str, wanted: Sequence[str] = ()) -> floa
 
 
 def default_band_mapping(wanted: Sequence[str], descriptions: Sequence[str], band_count: int) -> List[Optional[int]]:
-    """1-based raster band for each wanted model band: by description, else by position
-    when the counts match, else None (the user must choose)."""
-    lookup = {}
-    for i, d in enumerate(descriptions, start=1):
-        if d:
-            lookup.setdefault(d.strip().upper(), i)
-
-    def find(name):
-        for alias in (name.upper(),) + BAND_ALIASES.get(name.upper(), ()):
-            if alias in lookup:
-                return lookup[alias]
-        return None
-
-    by_name = [find(w) for w in wanted]
-    if all(by_name):
-        return by_name
-    if band_count == len(wanted):
-        return list(range(1, band_count + 1))
-    # S2 with 12 bands (L2A, no B10) against a 13-band model cannot be mapped: leave the gaps
-    return [b if b else None for b in by_name]
+    """1-based raster band for each wanted model band (None = the user must choose), by the
+    core's one mapper: descriptions and aliases, grey R=G=B, then position."""
+    return core_bands.map_bands(wanted, descriptions, band_count).bands
 
 
 def band_problem(label: str, wanted: Sequence[str], mapping: Sequence[Optional[int]], band_count: int) -> Optional[str]:
-    missing = [w for w, b in zip(wanted, mapping) if not b]
-    if missing:
-        return (f"{label} raster has {band_count} band(s) but the model expects {len(wanted)} "
-                f"({', '.join(wanted)}): choose a raster band for {', '.join(missing)} in the band table")
-    bad = [b for b in mapping if b and b > band_count]
-    if bad:
-        return f"{label}: band(s) {bad} do not exist (the raster has {band_count})"
-    return None
+    chosen = core_bands.BandMapping([b or None for b in mapping], "explicit", list(wanted), band_count)
+    problem = core_bands.mapping_problem(f"{label} raster" if chosen.missing else label, chosen)
+    return problem + " in the band table" if problem and chosen.missing else problem
 
 
 # ---------------------------------------------------------------------------------------
@@ -312,9 +315,9 @@ class Estimate:
     memory_mb: float
 
     def text(self) -> str:
-        time_text = ("time: press Estimate to measure one tile" if self.total_seconds is None
-                     else f"≈ {format_seconds(self.total_seconds)} ({self.seconds_per_tile:.2f} s per tile)")
-        return f"{self.tiles} tile(s); {time_text}; memory ≈ {self.memory_mb:.0f} MB"
+        time_text = ("time: measuring one tile…" if self.total_seconds is None
+                     else f"≈ {format_seconds(self.total_seconds)} ({format_tile_time(self.seconds_per_tile)} per tile)")
+        return f"{plural(self.tiles, 'tile')}; {time_text}; memory ≈ {self.memory_mb:.0f} MB"
 
 
 def estimate(width: int, height: int, tile: int, overlap: int, channels_in: int, channels_out: int,
@@ -329,6 +332,10 @@ def estimate(width: int, height: int, tile: int, overlap: int, channels_in: int,
     strips = (overlap * width + tile * overlap) * 4 * (channels_out + 1)
     memory = (3 * model_mb * 2 ** 20 + 6 * tile_bytes + strips) / 2 ** 20 + 150   # + interpreter/GDAL cache
     return Estimate(n, per_tile, total, memory)
+
+
+def format_tile_time(seconds: float) -> str:
+    return f"{1000 * seconds:.0f} ms" if seconds < 0.1 else f"{seconds:.2f} s"
 
 
 def format_seconds(seconds: float) -> str:

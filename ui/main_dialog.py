@@ -7,21 +7,29 @@ import subprocess
 import time
 from typing import Dict, List, Optional, Tuple
 
+import html
+import tempfile
+import threading
+
 from qgis.core import (Qgis, QgsCoordinateTransform, QgsMapLayerProxyModel, QgsProject,
                        QgsRasterLayer, QgsRectangle, QgsSettings)
-from qgis.gui import QgsExtentGroupBox, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import QRect, Qt, QTimer
 from qgis.PyQt.QtWidgets import (QAbstractItemView, QApplication, QCheckBox, QComboBox, QDialog,
-                                 QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout,
-                                 QHeaderView, QLabel, QPushButton, QScrollArea, QSpinBox,
+                                 QDoubleSpinBox, QFormLayout, QFrame, QGridLayout, QGroupBox, QHBoxLayout,
+                                 QHeaderView, QLabel, QPushButton, QScrollArea, QSizePolicy, QSpinBox,
                                  QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
+from ..plugin.core import bands as core_bands
 from ..plugin.core.raster_io import boxes_overlap
-from . import logic
+from . import layer_choice, logic
 from .dependencies_panel import DependenciesPanel
+from .extent_box import ExtentBox
 from .model_manager import ModelPicker
 
 S = "skyclear/"
+PREFERRED_SIZE = (1180, 900)
+MINIMUM_SIZE = (760, 520)
 ERROR, WARNING, INFO = "error", "warning", "info"
 _COLOURS = {ERROR: "#b00020", WARNING: "#b36b00", INFO: "#1f5fa8"}
 _MARKS = {ERROR: "✖", WARNING: "⚠", INFO: "ℹ"}
@@ -106,16 +114,32 @@ class SkyClearDialog(QDialog):
         self._loading = True
         self._auto_layer = {"optical": True, "sar": True}
         self._previous_layer = {}
+        self._chosen: Dict[str, Dict[str, str]] = {}     # task -> role -> layer id the user picked
         self._output_paths = set()
+        self._range_cache: Dict[tuple, object] = {}
+        self.last_estimate = None
+        self.estimate_error: Optional[str] = None
+        self._estimate_generation = 0
+        self._estimate_job: Optional[dict] = None
         self._revalidate = QTimer(self)
         self._revalidate.setSingleShot(True)
         self._revalidate.setInterval(150)
         self._revalidate.timeout.connect(self._safe_validate)
+        # the automatic estimate: one real tile through the engine, in the background,
+        # started when the inputs stayed unchanged for a moment
+        self._auto_estimate = QTimer(self)
+        self._auto_estimate.setSingleShot(True)
+        self._auto_estimate.setInterval(700)
+        self._auto_estimate.timeout.connect(self._start_estimate)
+        self._estimate_poll = QTimer(self)
+        self._estimate_poll.setInterval(100)
+        self._estimate_poll.timeout.connect(self._poll_estimate)
         self._build()
         self._restore_settings()
         self._loading = False
         self._on_task_changed()
-        self.resize(1120, 860)
+        self.setMinimumSize(MINIMUM_SIZE[0], MINIMUM_SIZE[1])
+        self.fit_to_screen()
 
     # ------------------------------------------------------------------------------------
     # construction
@@ -135,6 +159,7 @@ class SkyClearDialog(QDialog):
         outer.addLayout(head)
         self.task_description = QLabel()
         self.task_description.setWordWrap(True)
+        self.task_description.setTextFormat(Qt.PlainText)
         self.task_description.setStyleSheet("color: #444;")
         outer.addWidget(self.task_description)
 
@@ -165,6 +190,7 @@ class SkyClearDialog(QDialog):
         self.optical_label = QLabel("Optical")
         form.addRow(self.optical_label, self.optical_combo)
         self.optical_hint = QLabel()
+        self.optical_hint.setTextFormat(Qt.PlainText)
         self.optical_hint.setStyleSheet("color: gray;")
         form.addRow("", self.optical_hint)
         self.sar_combo = QgsMapLayerComboBox()
@@ -174,20 +200,36 @@ class SkyClearDialog(QDialog):
         self.sar_label = QLabel("SAR")
         form.addRow(self.sar_label, self.sar_combo)
         self.sar_hint = QLabel()
+        self.sar_hint.setTextFormat(Qt.PlainText)
         self.sar_hint.setStyleSheet("color: gray;")
         form.addRow("", self.sar_hint)
         self.band_note = QLabel()
+        self.band_note.setTextFormat(Qt.PlainText)
         self.band_note.setWordWrap(True)
         self.band_note.setStyleSheet("color: #444;")
-        form.addRow(self.band_note)
+        self.band_toggle = QPushButton("Edit…")
+        self.band_toggle.setObjectName("bandToggle")
+        self.band_toggle.setCheckable(True)
+        self.band_toggle.setToolTip("Show the band table: which raster band feeds each model band")
+        self.band_toggle.toggled.connect(self._show_band_table)
+        self.band_toggle.clicked.connect(lambda *_: setattr(self, "_band_auto_open", False))
+        band_row = QHBoxLayout()
+        band_row.addWidget(self.band_note, 1)
+        band_row.addWidget(self.band_toggle, 0, Qt.AlignTop)
+        form.addRow(band_row)
         self.band_table = QTableWidget(0, 3)
         self.band_table.setObjectName("bandTable")
         self.band_table.setHorizontalHeaderLabels(["Input", "Model band", "Raster band"])
         self.band_table.verticalHeader().setVisible(False)
         self.band_table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
         self.band_table.setSelectionMode(QAbstractItemView.NoSelection)
-        
         form.addRow(self.band_table)
+        self.rescale_check = QCheckBox("Scale the input values to the model's range (they do not fit it)")
+        self.rescale_check.setObjectName("rescaleValues")
+        self.rescale_check.setToolTip("Multiplies the input values so that they fill the range the model was "
+                                      "trained on; the result comes back in the input's units.")
+        self.rescale_check.hide()
+        form.addRow(self.rescale_check)
         left.addWidget(inputs)
 
         # model
@@ -205,8 +247,9 @@ class SkyClearDialog(QDialog):
         self.step_picker = ModelPicker("optical_cloud_removal", step=True)
         self.step_label = QLabel("Diffusion step model")
         model_form.addRow(self.step_label, self.step_picker)
+        self.model_picker.card_view.setMaximumHeight(120)
+        self.step_picker.card_view.setMaximumHeight(80)
         right.addWidget(self.model_group)
-        left.addStretch(1)
 
         # options
         options = QGroupBox("Options")
@@ -255,6 +298,7 @@ class SkyClearDialog(QDialog):
         self.seed_label = QLabel("Seed")
         diffusion_form.addRow(self.seed_label, self.seed_spin)
         self.cloudprob_note = QLabel()
+        self.cloudprob_note.setTextFormat(Qt.PlainText)
         self.cloudprob_note.setObjectName("cloudProbability")
         self.cloudprob_note.setWordWrap(True)
         self.cloudprob_note.setStyleSheet("color: #444;")
@@ -289,24 +333,13 @@ class SkyClearDialog(QDialog):
         for key, label in logic.DEVICES:
             self.device_combo.addItem(label, key)
         opt.addRow("Device", self.device_combo)
-        right.addWidget(options)
+        left.addWidget(options)
 
         # extent and output
-        self.extent_box = QgsExtentGroupBox()
+        self.extent_box = ExtentBox()
         self.extent_box.setObjectName("extentBox")
-        self.extent_box.setTitleBase("Limit to an extent (unchecked: the whole optical layer)")
-        self.extent_box.setCheckable(True)
-        self.extent_box.setChecked(False)
-        self.extent_box.setSaveCollapsedState(False)
-        self.extent_box.setSaveCheckedState(False)
-        self.extent_box.setCollapsed(True)
-        self.extent_box.toggled.connect(lambda on: self.extent_box.setCollapsed(not on))
         # "Draw on canvas" hides the dialog while the user drags a rectangle on the map
-        from qgis.gui import QgsExtentWidget
-
-        inner = self.extent_box.findChild(QgsExtentWidget)
-        if inner is not None:
-            inner.toggleDialogVisibility.connect(self.setVisible)
+        self.extent_box.toggleDialogVisibility.connect(self.setVisible)
         if self.iface is not None:
             try:
                 self.extent_box.setMapCanvas(self.iface.mapCanvas())
@@ -327,30 +360,45 @@ class SkyClearDialog(QDialog):
         self.add_to_map.setChecked(True)
         out_form.addRow(self.add_to_map)
         right.addWidget(out)
+        left.addStretch(1)
         right.addStretch(1)
 
-        # status area
+        # status area: messages scroll inside a bounded box so that the buttons stay on screen
         self.message_label = QLabel()
         self.message_label.setObjectName("validation")
         self.message_label.setWordWrap(True)
         self.message_label.setTextFormat(Qt.RichText)
-        outer.addWidget(self.message_label)
+        self.message_label.setAlignment(Qt.AlignLeft | Qt.AlignTop)
+        self.message_scroll = QScrollArea()
+        self.message_scroll.setObjectName("validationScroll")
+        self.message_scroll.setWidgetResizable(True)
+        self.message_scroll.setFrameShape(QFrame.NoFrame)
+        self.message_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.message_scroll.setWidget(self.message_label)
+        self.message_scroll.setMaximumHeight(84)
+        self.message_scroll.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Maximum)
+        outer.addWidget(self.message_scroll)
         est = QHBoxLayout()
         self.estimate_label = QLabel()
         self.estimate_label.setObjectName("estimate")
         self.estimate_label.setWordWrap(True)
-        self.estimate_button = QPushButton("Estimate")
-        self.estimate_button.setToolTip("Run one tile to measure the time per tile")
+        self.estimate_label.setTextFormat(Qt.PlainText)
+        self.estimate_button = QPushButton("Estimate now")
+        self.estimate_button.setToolTip("Time one real tile now (the estimate also updates by itself when the "
+                                        "inputs change)")
         est.addWidget(self.estimate_label, 1)
         est.addWidget(self.estimate_button)
         outer.addLayout(est)
         self.device_label = QLabel()
         self.device_label.setObjectName("deviceIndicator")
         self.device_label.setWordWrap(True)
+        self.device_label.setTextFormat(Qt.RichText)
         outer.addWidget(self.device_label)
         buttons = QHBoxLayout()
         self.status_label = QLabel()
         self.status_label.setObjectName("runStatus")
+        self.status_label.setTextFormat(Qt.PlainText)
+        self.status_label.setWordWrap(True)
         buttons.addWidget(self.status_label, 1)
         self.run_button = QPushButton("Run")
         self.run_button.setObjectName("runButton")
@@ -364,17 +412,19 @@ class SkyClearDialog(QDialog):
         self.task_combo.currentIndexChanged.connect(self._on_task_changed)
         self.optical_combo.layerChanged.connect(lambda *_: self._on_layer_changed("optical"))
         self.sar_combo.layerChanged.connect(lambda *_: self._on_layer_changed("sar"))
-        # only a choice made by the user (not the combo's own pick of a new layer) is kept
-        self.optical_combo.activated.connect(lambda *_: self._auto_layer.__setitem__("optical", False))
-        self.sar_combo.activated.connect(lambda *_: self._auto_layer.__setitem__("sar", False))
+        # only a choice made by the user (not the combo's own pick of a new layer) is kept, per task
+        self.optical_combo.activated.connect(lambda *_: self._user_chose("optical"))
+        self.sar_combo.activated.connect(lambda *_: self._user_chose("sar"))
+        self.rescale_check.toggled.connect(self.schedule_validate)
         self.model_picker.changed.connect(self._on_model_changed)
         self.step_picker.changed.connect(self.schedule_validate)
         self.mode_combo.currentIndexChanged.connect(self._update_visibility)
         self.method_combo.currentIndexChanged.connect(self._update_visibility)
         self.keep_clear_check.toggled.connect(self._update_visibility)
         self.device_combo.currentIndexChanged.connect(self.schedule_validate)
-        for spin in (self.tile_spin, self.overlap_spin, self.steps_spin):
+        for spin in (self.tile_spin, self.overlap_spin, self.steps_spin, self.eta_spin):
             spin.valueChanged.connect(self.schedule_validate)
+        self.despeckle_check.toggled.connect(self.schedule_validate)
         self.extent_box.extentChanged.connect(self.schedule_validate)
         self.extent_box.toggled.connect(self.schedule_validate)
         self.output_widget.fileChanged.connect(self.schedule_validate)
@@ -439,8 +489,7 @@ class SkyClearDialog(QDialog):
         self.optical_hint.setText(f"expects: {spec.optical_hint}" if spec.optical_hint else "")
         self.sar_hint.setText(f"expects: {spec.sar_hint}" if spec.sar_hint
                               else "optional: only for models with a SAR input" if spec.sar_optional else "")
-        self._auto_layer = {"optical": True, "sar": True}
-        self._preselect_layers()
+        self._restore_choices()
         self._update_visibility()
         self._suggest_output()
         self._fill_band_table()
@@ -475,6 +524,32 @@ class SkyClearDialog(QDialog):
         self._fill_band_table()
         self.schedule_validate()
 
+    def _user_chose(self, role: str) -> None:
+        """The user picked a layer for ``role``: keep it for this task, even across task switches."""
+        combo = self.optical_combo if role == "optical" else self.sar_combo
+        self._auto_layer[role] = False
+        layer = combo.currentLayer()
+        choices = self._chosen.setdefault(self.task.key, {})
+        if layer is None:
+            choices.pop(role, None)
+        else:
+            choices[role] = layer.id()
+
+    def _restore_choices(self) -> None:
+        """On a task switch: the layers the user chose for this task before, else the best fits."""
+        choices = self._chosen.get(self.task.key, {})
+        layers = QgsProject.instance().mapLayers()
+        self._preselecting = True
+        try:
+            for role, combo in (("optical", self.optical_combo), ("sar", self.sar_combo)):
+                layer = layers.get(choices.get(role, ""))
+                self._auto_layer[role] = layer is None
+                if layer is not None:
+                    combo.setLayer(layer)
+        finally:
+            self._preselecting = False
+        self._preselect_layers()
+
     def _on_layer_changed(self, role: str) -> None:
         combo = self.optical_combo if role == "optical" else self.sar_combo
         previous = self._previous_layer.get(role)
@@ -482,7 +557,7 @@ class SkyClearDialog(QDialog):
         if self._loading or getattr(self, "_preselecting", False):
             return
         if previous is not None:   # not the combo's own pick of a first layer: the user chose
-            self._auto_layer[role] = False
+            self._user_chose(role)
         self._update_extent_source()
         self._suggest_output()
         self._fill_band_table()
@@ -504,6 +579,41 @@ class SkyClearDialog(QDialog):
 
     # ------------------------------------------------------------------------------------
     # layers and bands
+    def _expectation(self, role: str) -> Optional[layer_choice.Expectation]:
+        """What the selected model (or, without one, the task) expects for ``role``."""
+        card = self.model_picker.card() if self._needs_model() else None
+        if card is not None:
+            return layer_choice.expectation_from_card(card, role)
+        names = tuple(n for n, _ in self._wanted_bands(role))
+        return layer_choice.Expectation(role, names) if names else None
+
+    def _range_check(self, layer, role: str, bands: Optional[List[int]] = None):
+        """The core value-range check of ``layer`` against the model input for ``role``
+        (sampled, cached by file, mtime and bands); None when it does not apply."""
+        card = self.model_picker.card() if self._needs_model() else None
+        specs = card.inputs_with_role(role) if card is not None else []
+        if layer is None or not specs or not any(b.clip for b in specs[0].bands):
+            return None
+        spec = specs[0]
+        info = layer_info(layer)
+        if not bands or not all(bands):
+            mapping = core_bands.map_bands(spec.band_names, info.descriptions, info.band_count)
+            if not mapping.complete:
+                return None
+            bands = mapping.bands
+        if len(bands) != len(spec.bands) or max(bands) > info.band_count:
+            return None
+        try:
+            key = (info.path, os.path.getmtime(info.path), tuple(bands), json_key(spec))
+        except OSError:
+            return None
+        if key not in self._range_cache:
+            try:
+                self._range_cache[key] = core_bands.check_value_range(info.path, list(bands), spec, role.upper())
+            except Exception:
+                self._range_cache[key] = None
+        return self._range_cache[key]
+
     def _wanted_bands(self, role: str) -> List[Tuple[str, str]]:
         """[(name, meaning)] the model expects for ``role``; from the card, else the task."""
         card = self.model_picker.card() if self._needs_model() else None
@@ -527,6 +637,7 @@ class SkyClearDialog(QDialog):
         if not layers:
             return
         infos = {l.id(): layer_info(l) for l in layers}
+        by_id = {l.id(): l for l in layers}
         self._preselecting = True
         try:
             for role, combo in (("optical", self.optical_combo), ("sar", self.sar_combo)):
@@ -537,21 +648,28 @@ class SkyClearDialog(QDialog):
                     continue
                 if role == "sar" and self.task.sar_optional:
                     continue
-                wanted = [n for n, _ in self._wanted_bands(role)]
-                last = QgsSettings().value(S + f"last_{role}", "")
-                candidates = layers
-                if role == "sar" and len(layers) > 1:
-                    candidates = [l for l in layers if l is not self.optical_combo.currentLayer()]
-
-                def score(l):
-                    # the layer used last time wins among equally plausible ones
-                    return (logic.plausibility(infos[l.id()], role, wanted), bool(last) and layer_path(l) == last)
-
-                best = max(candidates, key=score)
-                if only_if_better and current is not None and current.id() in infos \
-                        and score(best) <= score(current):
+                expectation = self._expectation(role)
+                if expectation is None:
                     continue
-                combo.setLayer(best)
+                other = self.optical_combo.currentLayer() if role == "sar" else None
+                first = layer_choice.rank(infos, expectation, exclude=[other.id()] if other else [],
+                                          last_path=QgsSettings().value(S + f"last_{role}", ""))
+                # the sampled value range decides between layers that fit equally well otherwise
+                top = [layer_id for value, layer_id in first if value >= first[0][0] - 2][:4]
+                checks = {layer_id: self._range_check(by_id[layer_id], role) for layer_id in top}
+                ranked = layer_choice.rank({k: infos[k] for k in top}, expectation,
+                                           exclude=[other.id()] if other else [],
+                                           last_path=QgsSettings().value(S + f"last_{role}", ""),
+                                           range_checks=checks)
+                best_score, best_id = ranked[0]
+                if only_if_better and current is not None and current.id() in infos:
+                    current_score = dict((k, v) for v, k in ranked).get(current.id())
+                    if current_score is None:        # not even among the close contenders
+                        current_score = dict((k, v) for v, k in first).get(current.id(), best_score)
+                        best_score = first[0][0]
+                    if best_score <= current_score:
+                        continue
+                combo.setLayer(by_id[best_id])
         finally:
             self._preselecting = False
         self._update_extent_source()
@@ -563,18 +681,23 @@ class SkyClearDialog(QDialog):
         roles = [r for r in self._band_params() if r == "optical" or self._sar_used()]
         if not roles:
             table.hide()
+            self.band_toggle.hide()
             self.band_note.setText("Bands: the fusion uses the optical RGB bands (1, 2, 3) and SAR band 1.")
             return
-        table.show()
-        self.band_note.setText("Band mapping: which raster band feeds each model band (prefilled from the "
-                               "band descriptions or order; edit if needed).")
+        self.band_toggle.show()
+        summary, complete = [], True
         for role in roles:
             layer = self.optical_layer() if role == "optical" else self.sar_layer()
             wanted = self._wanted_bands(role)
             if layer is None or not wanted:
                 continue
             info = layer_info(layer)
-            mapping = logic.default_band_mapping([n for n, _ in wanted], info.descriptions, info.band_count)
+            found = core_bands.map_bands([n for n, _ in wanted], info.descriptions, info.band_count)
+            complete = complete and found.complete
+            summary.append(f"{role.upper()} " + (found.text() if len(wanted) <= 4 else
+                           f"{sum(1 for b in found.bands if b)} of {len(wanted)} bands "
+                           + found.text().rsplit(" (", 1)[-1].rstrip(")")))
+            mapping = found.bands
             for (name, meaning), chosen in zip(wanted, mapping):
                 row = table.rowCount()
                 table.insertRow(row)
@@ -594,6 +717,19 @@ class SkyClearDialog(QDialog):
                 table.setCellWidget(row, 2, combo)
                 self._band_rows.append((role, name, combo))
         table.setFixedHeight(min(250, 34 + 31 * max(1, table.rowCount())))
+        self.band_note.setText("Bands: " + "; ".join(summary) if summary else "Bands: choose the layers first.")
+        if not complete and not self.band_toggle.isChecked():
+            self.band_toggle.setChecked(True)        # something to choose: show the table
+            self._band_auto_open = True
+        elif complete and getattr(self, "_band_auto_open", False):
+            self._band_auto_open = False              # opened only because a band was missing
+            self.band_toggle.setChecked(False)
+        self._show_band_table(self.band_toggle.isChecked())
+
+    def _show_band_table(self, show: bool) -> None:
+        """The band table only when asked for, or when a band is left to choose."""
+        self.band_table.setVisible(bool(show) and bool(getattr(self, "_band_rows", [])))
+        self.band_toggle.setText("Hide" if show else "Edit…")
 
     def band_mapping(self, role: str) -> List[Optional[int]]:
         return [combo.currentData() or None for r, _, combo in getattr(self, "_band_rows", []) if r == role]
@@ -642,12 +778,32 @@ class SkyClearDialog(QDialog):
         if current and current != getattr(self, "_suggested_output", None):
             return               # the user typed or browsed a path: keep it
         layer = self.optical_layer()
-        folder = QgsSettings().value(S + "output_dir", "") or os.path.expanduser("~")
+        folder = self.default_output_folder()
         stem = os.path.splitext(os.path.basename(layer_path(layer)))[0] if layer else "skyclear"
         suffix = {"sar_cloud_removal": "cloudfree_sar", "optical_cloud_removal": "cloudfree",
                   "fusion": "fused", "custom": "model"}[self.task.key]
         self._suggested_output = os.path.join(folder, f"{stem}_{suffix}.tif")
         self.output_widget.setFilePath(self._suggested_output)
+
+    def default_output_folder(self) -> str:
+        """Where a new output goes: the folder last used in this project, else the project's
+        folder, else the folder last used, else the optical input's folder, else home."""
+        settings = QgsSettings()
+        last = settings.value(S + "output_dir", "") or ""
+        project = QgsProject.instance()
+        project_file = project.fileName() or ""
+        home = project.homePath() if project_file or project.presetHomePath() else ""
+        candidates = []
+        if last and project_file and settings.value(S + "output_dir_project", "") == project_file:
+            candidates.append(last)
+        candidates += [home, last]
+        layer = self.optical_layer()
+        if layer is not None and layer_path(layer):
+            candidates.append(os.path.dirname(os.path.abspath(layer_path(layer))))
+        for folder in candidates:
+            if folder and os.path.isdir(folder) and os.access(folder, os.W_OK):
+                return folder
+        return os.path.expanduser("~")
 
     def cloud_probability_path(self) -> str:
         stem, _ = os.path.splitext(self.output_path() or "skyclear.tif")
@@ -699,18 +855,16 @@ class SkyClearDialog(QDialog):
                                     "reads rasters from files: export it as GeoTIFF first (right-click › Export)."))
                 continue
             info = layer_info(layer)
-            if card is not None:
-                specs = card.inputs_with_role(role)
-                highs = [b.clip[1] for spec in specs for b in spec.bands if b.clip]
-                problem = logic.value_range_problem(role, card.name, max(highs) if highs else None, info.dtype)
-                if problem:
-                    msgs.append((WARNING, problem))
+            mapping_ok = True
             if role in self._band_params():
                 wanted = [n for n, _ in self._wanted_bands(role)]
                 if wanted:
-                    problem = logic.band_problem(role.capitalize(), wanted, self.band_mapping(role), info.band_count)
+                    problem = self._band_problem(role, layer, info, wanted, card)
                     if problem:
+                        mapping_ok = False
                         msgs.append((ERROR, problem))
+            if card is not None and mapping_ok:
+                msgs.extend(self._value_range_messages(role, layer, info, card))
             elif spec.key == "fusion":
                 if role == "optical" and info.band_count < 3:
                     msgs.append((ERROR, f"Optical raster has {info.band_count} band(s); fusion needs an RGB raster (3 bands)."))
@@ -765,12 +919,66 @@ class SkyClearDialog(QDialog):
         if spec.key == "sar_cloud_removal":
             self.cloudprob_note.setText(f"Also writes the cloud-probability map (0 = clear, 1 = cloud): "
                                         f"{os.path.basename(self.cloud_probability_path())}")
+        if not self._value_range_flagged:
+            self.rescale_check.hide()
+        self._value_range_flagged = False
         self.messages = msgs
         self._show_messages()
-        self._update_estimate(card)
         errors = [m for m in msgs if m[0] == ERROR]
         self.run_button.setEnabled(not errors)
+        self._update_estimate(card)
+        if not errors and self.auto_estimate and self._measure_key() not in self._measured:
+            self._auto_estimate.start()
         return not errors
+
+    _value_range_flagged = False
+    auto_estimate = True
+
+    def _band_problem(self, role: str, layer, info, wanted: List[str], card) -> Optional[str]:
+        """The core mapper's verdict on the band table, or "wrong product" when the raster
+        has fewer bands than the model needs and none of them are named like the model's."""
+        model = card.name if card is not None else ""
+        by_description = core_bands.map_bands(wanted, info.descriptions, info.band_count)
+        if info.band_count < len(wanted) and not by_description.complete and by_description.rule != "grey":
+            product = _product_name(wanted)
+            return (f"{role.capitalize()} layer '{layer.name()}' has {logic.plural(info.band_count, 'band')} "
+                    f"({info.dtype or 'unknown type'}): it is not the product "
+                    + (f"model '{model}'" if model else "this task") + f" works on ({product}). "
+                    f"Choose {product} as the {role} layer" + (", or a model made for this product." if model else "."))
+        chosen = self.band_mapping(role)
+        mapping = core_bands.map_bands(wanted, info.descriptions, info.band_count,
+                                       explicit=chosen if chosen and any(chosen) else None)
+        problem = core_bands.mapping_problem(role.capitalize(), mapping, model)
+        return problem.replace("a band list like", "in the band table, e.g.") if problem else None
+
+    def _value_range_messages(self, role: str, layer, info, card) -> List[Tuple[str, str]]:
+        """A value range the model was not made for is an error (the result would be noise or
+        flat), unless the user opts in to scaling the values to the model's range."""
+        specs = card.inputs_with_role(role)
+        highs = [b.clip[1] for spec in specs for b in spec.bands if b.clip]
+        if not highs:
+            return []
+        check = self._range_check(layer, role, self.band_mapping(role))
+        if check is not None:
+            if not check.mismatch:
+                return []
+            problem = (f"{role.capitalize()} values of '{layer.name()}' run {check.sample_low:g}–{check.sample_high:g} "
+                       f"({info.dtype}), but model '{card.name}' was made for {check.clip[0]:g}–{check.clip[1]:g}: "
+                       f"{100 * check.fraction_outside:.0f} % of them would be clipped and the result would be "
+                       + ("flat" if check.flat else "meaningless") + ". Choose the product the model was made for"
+                       " or another model.")
+        else:
+            problem = core_bands.dtype_range_problem(role, card.name, max(highs), info.dtype)
+            if not problem:
+                return []
+        self._value_range_flagged = True
+        self.rescale_check.show()
+        if role == "optical" and self.rescale_check.isChecked():
+            scale = check.suggested.text() if check is not None and check.suggested is not None else "automatic"
+            return [(INFO, f"Optical values are scaled to the range of model '{card.name}' ({scale}).")]
+        if role == "sar":
+            return [(ERROR, problem)]
+        return [(ERROR, problem + " Or tick “Scale the input values to the model's range” to run anyway.")]
 
     def _safe_validate(self) -> None:
         """Timer slot: an unexpected error is logged, never raised into Qt's event loop."""
@@ -822,13 +1030,21 @@ class SkyClearDialog(QDialog):
                 msgs.append((INFO, "SAR and optical pixel sizes differ; the SAR will be resampled to the optical grid."))
         return msgs
 
+    def value_scale(self):
+        """``"auto"`` when the user opted in to scaling the optical values, else None."""
+        return "auto" if not self.rescale_check.isHidden() and self.rescale_check.isChecked() else None
+
     def _show_messages(self) -> None:
         if not self.messages:
             self.message_label.setText("<span style='color:#1b7e2b'>✔ Ready to run.</span>")
-            return
-        self.message_label.setText("<br>".join(
-            f"<span style='color:{_COLOURS[level]}'>{_MARKS[level]} {_esc(text)}</span>"
-            for level, text in self.messages))
+        else:
+            self.message_label.setText("<br>".join(
+                f"<span style='color:{_COLOURS[level]}'>{_MARKS[level]} {_esc(text)}</span>"
+                for level, text in self.messages))
+        # as tall as the messages, at most ~4 lines (then it scrolls): the buttons stay on screen
+        width = max(200, self.message_scroll.viewport().width() or self.width() - 30)
+        needed = self.message_label.heightForWidth(width)
+        self.message_scroll.setFixedHeight(max(20, min(84, needed if needed > 0 else 20) + 2))
 
     def errors(self) -> List[str]:
         return [text for level, text in self.messages if level == ERROR]
@@ -873,93 +1089,165 @@ class SkyClearDialog(QDialog):
             overlap = card.default_overlap if card else tile // 8
         return tile, overlap
 
-    def _repeats(self) -> int:
-        return self.steps_spin.value() + 1 if self._uses_step_model() else 1
-
     def _update_estimate(self, card=None) -> logic.Estimate:
+        """Tile count and memory now; time from the last tile measured through the engine."""
+        if card is None and self._needs_model():
+            card = self.model_picker.card()
         if card is None and self._classical_card() is not None:
             from ..plugin.core.model_card import parse_card
 
             card = parse_card(self._classical_card())
         width, height = self._pixels()
         tile, overlap = self._tiling(card)
-        key = self._measure_key(card, tile)
-        per_tile = self._measured.get(key)
+        per_tile = self._measured.get(self._measure_key())
         cin = sum(len(s.bands) for s in card.inputs) if card else 4
         cout = sum(len(s.bands) for s in card.outputs) if card else 3
         model_mb = os.path.getsize(self.model_picker.current_path()) / 2 ** 20 \
             if card is not None and self._needs_model() and self.model_picker.current_path() else 0.0
         est = logic.estimate(width, height, tile, overlap, cin, cout, per_tile, model_mb, repeats=1)
-        if per_tile is not None and self._uses_step_model():
-            est.total_seconds = est.tiles * per_tile
-        self.estimate_label.setText(f"Estimate for {width}×{height} px at tile {tile}, overlap {overlap}: {est.text()}")
+        text = f"Estimate for {width}×{height} px at tile {tile}, overlap {overlap}: {est.text()}"
+        if per_tile is None and self.estimate_error:
+            text += f" — could not time a tile: {self.estimate_error}"
+        elif per_tile is None and not self.run_button.isEnabled():
+            text = text.replace("time: measuring one tile…", "time: once the inputs are valid")
+        self.estimate_label.setText(text)
         self.last_estimate = est
         return est
 
-    def _measure_key(self, card, tile):
-        return (self.model_picker.current_path() if self._needs_model() else
-                (self.method_combo.currentData(), self.despeckle_check.isChecked()), tile, self.device(),
-                self._repeats(), self.step_picker.current_path() if self._uses_step_model() else None)
+    def _measure_key(self):
+        """What the time per tile depends on: the job and its settings, not the area."""
+        try:
+            kwargs = self.job_kwargs()
+        except Exception:
+            return None
+        skip = ("output", "cloud_probability", "extent", "optical", "sar")
+        return (self.task.function,) + tuple(sorted((k, repr(v)) for k, v in kwargs.items() if k not in skip))
 
-    def measure(self) -> Optional[float]:
-        """Time one tile of the selected model (second run, after warm-up)."""
+    def _estimate_kwargs(self) -> Optional[Dict]:
+        """The run's own job arguments, cut down to one tile at the centre of the area to
+        process, writing into a scratch folder: the estimate goes through the engine's own
+        code path (same processors, band mapping, reprojection, value range, diffusion steps)."""
+        layer = self.optical_layer()
+        if layer is None:
+            return None
+        kwargs = self.job_kwargs()
         card = self.model_picker.card() if self._needs_model() else None
-        classical = self._classical_card()
-        if card is None and classical is not None:
+        if card is None and self._classical_card() is not None:
             from ..plugin.core.model_card import parse_card
 
-            tile, _ = self._tiling(parse_card(classical))
-        else:
-            tile, _ = self._tiling(card)
+            card = parse_card(self._classical_card())
+        tile, _ = self._tiling(card)
+        area = self.extent()
+        o = layer.extent()
+        box = area or (o.xMinimum(), o.yMinimum(), o.xMaximum(), o.yMaximum())
+        xres, yres = layer.rasterUnitsPerPixelX() or 1.0, layer.rasterUnitsPerPixelY() or 1.0
+        width, height = self._pixels()
+        half_w = (min(tile, width) - 2) / 2.0 * xres      # a little less than a tile: exactly one tile
+        half_h = (min(tile, height) - 2) / 2.0 * yres
+        cx, cy = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+        folder = tempfile.mkdtemp(prefix="skyclear-estimate-")
+        if layer.crs().isValid():
+            if half_w > 0 and half_h > 0:
+                kwargs["extent"] = (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+        else:   # no CRS, so no extent to crop to: run on a one-tile copy of the inputs' centre
+            for role in ("optical", "sar"):
+                if kwargs.get(role):
+                    kwargs[role] = _centre_crop(kwargs[role], min(tile, width) - 2, min(tile, height) - 2,
+                                                os.path.join(folder, f"{role}.tif"))
+        kwargs["output"] = os.path.join(folder, "tile.tif")
+        if "cloud_probability" in kwargs:
+            kwargs["cloud_probability"] = os.path.join(folder, "tile_cloud_probability.tif")
+        return kwargs
+
+    def _start_estimate(self) -> bool:
+        """Time one tile in a background thread; an older estimate still running is cancelled."""
+        if not self.run_button.isEnabled() or self.optical_layer() is None:
+            return False
+        key = self._measure_key()
+        if key is None:
+            return False
+        from ..plugin import tasks
+
+        try:
+            kwargs = self._estimate_kwargs()
+            job = tasks.resolve_job(self.task.function)
+        except Exception as exc:
+            self.estimate_error = str(exc)
+            return False
+        if kwargs is None:
+            return False
+        self._estimate_generation += 1
+        generation = self._estimate_generation
+        state = {"generation": generation, "key": key, "done": False, "seconds": None, "error": None}
+
+        def cancelled() -> bool:
+            return generation != self._estimate_generation
+
+        def work():
+            from ..plugin.core.errors import Cancelled
+
+            try:
+                report = job(**kwargs, is_cancelled=cancelled)
+                seconds = report.processor_seconds / max(1, report.tiles)
+                if report.seconds < 3.0 and not cancelled():
+                    # the first run pays for the runtime's warm-up: time a second one when cheap
+                    report = job(**kwargs, is_cancelled=cancelled)
+                    seconds = report.processor_seconds / max(1, report.tiles)
+                state["seconds"] = seconds
+            except Cancelled:
+                pass
+            except Exception as exc:  # shown in the estimate line, never raised into Qt
+                state["error"] = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+            finally:
+                import shutil
+
+                shutil.rmtree(os.path.dirname(kwargs["output"]), ignore_errors=True)
+                state["done"] = True
+
+        self._estimate_job = state
+        self.estimate_error = None
+        self.estimate_label.setText(self.estimate_label.text().split(" — ")[0])
+        self._estimate_thread = threading.Thread(target=work, name="skyclear-estimate", daemon=True)
+        self._estimate_thread.start()
+        self._estimate_poll.start()
+        return True
+
+    def _poll_estimate(self) -> None:
+        state = self._estimate_job
+        if state is None or not state["done"]:
+            return
+        self._estimate_poll.stop()
+        self._estimate_job = None
+        if state["generation"] != self._estimate_generation:
+            return
+        if state["seconds"] is not None:
+            self._measured[state["key"]] = state["seconds"]
+            self.estimate_error = None
+        elif state["error"]:
+            self.estimate_error = state["error"]
+        try:
+            self._update_estimate()
+        except RuntimeError:     # dialog deleted meanwhile
+            pass
+
+    def measure(self, timeout: float = 600.0) -> Optional[float]:
+        """Time one tile now (the Estimate button; also used by scripts and tests) and wait for it."""
+        self._auto_estimate.stop()
+        if not self.validate() and not self.run_button.isEnabled():
+            self.estimate_label.setText(self.estimate_label.text() + " — fix the ✖ messages first")
+            return None
+        key = self._measure_key()
+        if not self._start_estimate():
+            return None
         QApplication.setOverrideCursor(Qt.WaitCursor)
         try:
-            seconds = self._time_tile(card, tile)
-        except Exception as exc:
-            self.estimate_label.setText(f"Could not measure a tile: {exc}")
-            return None
+            deadline = time.monotonic() + timeout
+            while self._estimate_job is not None and time.monotonic() < deadline:
+                QApplication.processEvents()
+                time.sleep(0.02)
         finally:
             QApplication.restoreOverrideCursor()
-        self._measured[self._measure_key(card, tile)] = seconds
-        self._update_estimate(card)
-        return seconds
-
-    def _time_tile(self, card, tile: int) -> float:
-        import numpy as np
-
-        if card is None:   # classical fusion: time the real tile processor on a random tile
-            classical = self._classical_card()
-            if classical is None:
-                raise ValueError("choose a model and the input layers first")
-            from ..plugin.core.pipelines.fusion_classical import ClassicalFusionProcessor
-
-            processor = ClassicalFusionProcessor.from_card(classical)
-            rng = np.random.default_rng(0)
-            inputs = {"optical": rng.random((1, 3, tile, tile), np.float32),
-                      "sar": rng.random((1, 1, tile, tile), np.float32)}
-            start = time.perf_counter()
-            processor(inputs, [(0, 0)])
-            return time.perf_counter() - start
-        from ..plugin.core.runtime import create_session
-
-        def one(path, model_card):
-            session, _ = create_session(path, self.device())
-            feeds = {}
-            for graph_input in session.get_inputs():
-                channels = graph_input.shape[1] if isinstance(graph_input.shape[1], int) else 1
-                if len(graph_input.shape) == 4:
-                    feeds[graph_input.name] = np.full((1, channels, tile, tile), 0.5, np.float32)
-                else:
-                    feeds[graph_input.name] = np.zeros([d if isinstance(d, int) else 1 for d in graph_input.shape],
-                                                       np.float32)
-            session.run(None, feeds)
-            start = time.perf_counter()
-            session.run(None, feeds)
-            return time.perf_counter() - start
-
-        seconds = one(self.model_picker.current_path(), card)
-        if self._uses_step_model() and self.step_picker.current_path():
-            seconds += self.steps_spin.value() * one(self.step_picker.current_path(), self.step_picker.card())
-        return seconds
+        return self._measured.get(key)
 
     # ------------------------------------------------------------------------------------
     # running
@@ -970,12 +1258,18 @@ class SkyClearDialog(QDialog):
                     "overlap": None if self.overlap_spin.value() < 0 else self.overlap_spin.value(),
                     "device": self.device(), "extent": self.extent()}
         sar = self.sar_layer()
+        if spec.sar_optional and sar is not None:
+            card = self.model_picker.card()
+            if card is not None and not card.inputs_with_role("sar"):
+                sar = None              # validation says it is ignored: do not hand it to the job
         if spec.needs_sar or (spec.sar_optional and sar is not None):
             kw["sar"] = layer_path(sar) if sar is not None else None
         if "optical" in self._band_params():
             kw["optical_bands"] = self.band_mapping("optical") or None
         if "sar" in self._band_params() and sar is not None:
             kw["sar_bands"] = self.band_mapping("sar") or None
+        if self.value_scale():
+            kw["value_scale"] = self.value_scale()
         if self._needs_model():
             kw["model"] = self.model_picker.current_path()
         if spec.key == "sar_cloud_removal":
@@ -1004,8 +1298,9 @@ class SkyClearDialog(QDialog):
         kwargs = self.job_kwargs()
         job = tasks.resolve_job(spec.function)
         self._save_settings()
+        expected = self.last_estimate.total_seconds if self.last_estimate is not None else None
         task = tasks.SkyClearTask(spec.title, spec.function, kwargs, iface=self.iface,
-                                  add_to_map=self.add_to_map.isChecked(), job=job)
+                                  add_to_map=self.add_to_map.isChecked(), job=job, expected_seconds=expected)
         self._output_paths.update(v for k, v in kwargs.items() if k in ("output", "cloud_probability") and v)
         task.done.connect(self._task_done)
         self.tasks.append(task)
@@ -1037,6 +1332,11 @@ class SkyClearDialog(QDialog):
             QgsProject.instance().layersAdded.disconnect(self._on_project_layers)
         except Exception:
             pass
+        self._estimate_generation += 1          # a running estimate stops at its next check
+        self._auto_estimate.stop()
+        thread = getattr(self, "_estimate_thread", None)
+        if thread is not None and thread.is_alive():
+            thread.join(15.0)                   # never leave a model running behind an unloaded plugin
         self._save_settings()
         tasks.cancel_all()
 
@@ -1068,6 +1368,7 @@ class SkyClearDialog(QDialog):
         out = self.output_path()
         if out:
             s.setValue(S + "output_dir", os.path.dirname(os.path.abspath(out)))
+            s.setValue(S + "output_dir_project", QgsProject.instance().fileName() or "")
 
     def _restore_settings(self) -> None:
         s = QgsSettings()
@@ -1100,6 +1401,26 @@ class SkyClearDialog(QDialog):
         if step:
             self.step_picker.refresh(select=step)
 
+    def fit_to_screen(self, available: Optional[QRect] = None) -> None:
+        """Open at a size that fits the screen (buttons always on it): the preferred size where
+        there is room, else the available area less a margin, never below the minimum."""
+        if available is None:
+            screen = None
+            try:
+                parent = self.parentWidget()
+                screen = parent.screen() if parent is not None else None
+            except Exception:
+                screen = None
+            screen = screen or QApplication.primaryScreen()
+            available = screen.availableGeometry() if screen is not None else QRect(0, 0, *PREFERRED_SIZE)
+        width = min(PREFERRED_SIZE[0], available.width() - 40)
+        height = min(PREFERRED_SIZE[1], available.height() - 50)
+        width = max(width, min(MINIMUM_SIZE[0], available.width()))
+        height = max(height, min(MINIMUM_SIZE[1], available.height()))
+        self.resize(width, height)
+        self.move(available.x() + (available.width() - width) // 2,
+                  available.y() + max(0, (available.height() - height) // 2))
+
     def showEvent(self, event):  # noqa: N802
         super().showEvent(event)
         self.extent_box.setCollapsed(not self.extent_box.isChecked())
@@ -1110,4 +1431,42 @@ class SkyClearDialog(QDialog):
 
 
 def _esc(text: str) -> str:
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return html.escape(str(text), quote=False)
+
+
+def _centre_crop(path: str, width: int, height: int, target: str) -> str:
+    """A GeoTIFF copy of the centre ``width`` × ``height`` pixels of ``path`` (bands, band
+    descriptions and nodata kept), for timing a tile of a raster without a CRS."""
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(path) as src:
+        w, h = max(1, min(width, src.width)), max(1, min(height, src.height))
+        window = Window((src.width - w) // 2, (src.height - h) // 2, w, h)
+        profile = src.profile.copy()
+        profile.update(driver="GTiff", width=w, height=h, transform=src.window_transform(window))
+        for key in ("blockxsize", "blockysize", "tiled", "compress"):
+            profile.pop(key, None)
+        with rasterio.open(target, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+            dst.descriptions = src.descriptions
+    return target
+
+
+def _product_name(wanted: List[str]) -> str:
+    """What a model's band list means in words, for "wrong product" messages."""
+    upper = [w.upper() for w in wanted]
+    if len(upper) >= 12 and {"B2", "B3", "B4", "B8"} <= set(upper):
+        return (f"a {len(upper)}-band Sentinel-2 " + ("L1C" if "B10" in upper else "L2A") + " scene "
+                f"({upper[0]}…{upper[-1]})")
+    if set(upper) <= {"VV", "VH", "HH", "HV"}:
+        return "a Sentinel-1 scene (" + ", ".join(wanted) + " in dB)"
+    if core_bands.is_rgb(wanted):
+        return "an RGB image"
+    return f"a {len(wanted)}-band raster ({', '.join(wanted)})"
+
+
+def json_key(spec) -> str:
+    import json
+
+    return json.dumps([[b.name, b.clip, b.scale, b.offset] for b in spec.bands])

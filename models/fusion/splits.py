@@ -8,7 +8,15 @@ Torch-free, so benchmarks can import it. Held out:
 * ``sen12mscr``: the samples ``oriolac_1302``, ``oriolac_2729``, ``oriolac_5349``
   (VV of ``s1.tif`` + RGB of ``s2_cloudfree.tif``).
 
-ssl4eo and the remaining 12 sen12mscr samples are training data.
+ssl4eo and the remaining 12 sen12mscr samples are training data, with the sources added for
+issue 12 (``sar_optical_vsff``, ``bigearthnet_s1s2``, ``sen12ms_s1s2``, the warped
+``sar_optical_cfog_cp`` pair).
+
+Validation (``VALIDATION``; used to choose loss weights and checkpoints, never the held-out
+pairs): the bottom quarter of the WHU-OPT-SAR crop (rows ``[750, 1000)``, training rows stop
+``VSFF_GAP`` earlier), SEN12MS-CR ``oriolac_0581`` and ``oriolac_4438`` and BigEarthNet ``36_85``.
+A final run may train on the validation pairs too (``include_validation``); the held-out pairs
+stay out in every case.
 """
 from __future__ import annotations
 
@@ -21,6 +29,20 @@ CFOG_HEIGHT = 618
 CFOG_HELDOUT_ROW0 = 412           # rows [412, 618) are held out (bottom third)
 CFOG_GAP = 16                     # training rows stop at 412 - 16 = 396
 SEN12MSCR_HELDOUT = ("oriolac_1302", "oriolac_2729", "oriolac_5349")
+
+VSFF_SAR = "sar_optical_vsff/whuoptsar_sar.tif"
+VSFF_OPTICAL = "sar_optical_vsff/whuoptsar_optical.tif"
+VSFF_VAL_ROW0, VSFF_HEIGHT, VSFF_GAP = 750, 1000, 16
+SEN12MSCR_VALIDATION = ("oriolac_0581", "oriolac_4438")
+BIGEARTHNET_VALIDATION = ("36_85",)
+
+
+def vsff_train_rows():
+    return 0, VSFF_VAL_ROW0 - VSFF_GAP
+
+
+def vsff_validation_rows():
+    return VSFF_VAL_ROW0, VSFF_HEIGHT
 
 
 def cfog_train_rows():

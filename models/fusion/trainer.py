@@ -35,6 +35,8 @@ from ..common.run import EMA, RunDir, load_config, pick_device, set_seed
 from . import data as fdata
 from .cyclegan import CycleGAN, PatchDiscriminator, lsgan
 from .losses import content_losses
+from . import splits
+from .guided_base import MIN_TILE
 from .network import FusionPipeline, HierarchicalFusionNet, count_params, luminance
 
 CYCLEGAN_DEFAULTS: Dict[str, Any] = {
@@ -44,14 +46,18 @@ CYCLEGAN_DEFAULTS: Dict[str, Any] = {
     "threads": 1, "time_limit_s": 0, "sources": ["cfog", "sen12mscr", "ssl4eo"],
 }
 FUSION_DEFAULTS: Dict[str, Any] = {
-    "kind": "fusion", "patch": 64, "batch": 4, "steps": 1000, "lr": 2e-4, "d_lr": 2e-4,
-    "width": 8, "blocks": [1, 1, 1, 1], "cbam_levels": [3, 4, 5], "aspp_dilations": [3, 6, 12, 18],
-    "cyclegan_run": None, "weights": {"intensity": 1.0, "gwpl": 1.0, "ssim": 1.0},
-    "intensity_mode": "max", "gwpl_window": 3, "lambda_adv": 0.05, "d_width": 16, "d_layers": 3,
-    "ema": 0.99, "log_every": 10, "ckpt_every": 100, "eval_every": 200, "threads": 1,
-    "time_limit_s": 0, "sources": ["cfog", "sen12mscr", "ssl4eo"], "tile_size": 256,
-    "default_overlap": 32, "card_variant": "uint8", "name": "fusion-hier",
+    "kind": "fusion", "patch": 128, "batch": 4, "steps": 1000, "lr": 2e-4, "d_lr": 2e-4,
+    "width": 8, "blocks": [1, 1, 1, 1], "cbam_levels": [3, 4, 5], "aspp_dilations": [1, 2, 4, 8],
+    "use_base": True, "norm": "group", "cyclegan_run": None,
+    "weights": {"intensity": 0.5, "gradient": 1.0, "ssim": 1.0, "vif": 1.0, "qabf": 1.0},
+    "intensity_mode": "optical", "gwpl_window": 3, "lambda_adv": 0.0, "d_width": 16, "d_layers": 3,
+    "ema": 0.99, "log_every": 10, "ckpt_every": 50, "eval_every": 0, "val_every": 100, "threads": 1,
+    "time_limit_s": 0, "sources": list(fdata.SOURCES), "include_validation": False,
+    "scale_range": [0.7, 1.5], "tile_size": 512, "default_overlap": 192, "card_variant": "uint8",
+    "name": "fusion-hier", "version": "2.0.0",
 }
+# what the selection score compares against on the validation pairs
+SELECT_METRICS = ("qabf", "vif", "ssim")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,7 +111,8 @@ def load_generators(cyclegan_run: str):
 
 def build_fusion_net(config: Dict[str, Any]) -> HierarchicalFusionNet:
     return HierarchicalFusionNet(config["width"], config["blocks"], config["cbam_levels"],
-                                 config["aspp_dilations"], use_pseudo=bool(config.get("cyclegan_run")))
+                                 config["aspp_dilations"], use_pseudo=bool(config.get("cyclegan_run")),
+                                 use_base=bool(config.get("use_base", True)), norm=config.get("norm", "group"))
 
 
 def _tensors(batch, device):
@@ -182,12 +189,12 @@ class FusionTrainer:
         with torch.no_grad():
             return self.G_o2s(y), self.G_s2o(sar)
 
-    def losses(self, sar, opt):
+    def losses(self, sar, opt, terms=None):
         y = luminance(opt)
         ps, po = self.pseudo(sar, y)
         fused = self.net(sar, y, ps, po)
         losses = content_losses(fused, y, sar, self.config["weights"], self.config["intensity_mode"],
-                                self.config["gwpl_window"])
+                                self.config["gwpl_window"], terms=terms)
         return fused, y, losses
 
     def step(self, sar, opt) -> Dict[str, float]:
@@ -248,22 +255,48 @@ def run_pipeline(pipe: FusionPipeline, sar: np.ndarray, opt: np.ndarray, tile: i
     s = torch.from_numpy(np.pad(sar, ((0, 0), (0, ph), (0, pw)), mode="reflect"))[None]
     o = torch.from_numpy(np.pad(opt, ((0, 0), (0, ph), (0, pw)), mode="reflect"))[None]
     with torch.no_grad():
-        out = pipe(s.float(), o.float())[0, :, :h, :w].numpy()
+        out = pipe(o.float(), s.float())[0, :, :h, :w].numpy()
     return out
 
 
-def heldout_metrics(pipe: FusionPipeline, root: str) -> Dict[str, Any]:
-    """Fusion metrics (plugin core definitions, 8-bit grey) on the held-out pairs, averaged."""
+def _to8(x):
+    """[-1, 1] network units -> rounded 8-bit values, as the engine writes uint8 output."""
+    return np.rint((np.clip(x, -1, 1) + 1) * 127.5)
+
+
+def pairs_metrics(pipe: Optional[FusionPipeline], pairs, method: Optional[str] = None) -> Dict[str, Any]:
+    """Fusion metrics (plugin core definitions, 8-bit grey) of the network (or of a classical
+    ``method`` run in numpy) on ``pairs``, per pair and averaged."""
+    from ...plugin.core.fusion_classical import fuse_rgb
     from ...plugin.core.metrics.fusion import fusion_metrics
-    pairs = fdata.load_heldout_pairs(root)
     per = {}
     for name, sar, opt in pairs:
-        fused = run_pipeline(pipe, sar, opt)
-        to8 = lambda x: (np.clip(x, -1, 1) + 1) * 127.5  # noqa: E731
-        per[name] = {k: float(v) for k, v in fusion_metrics(to8(fused), to8(sar), to8(opt)).items()}
+        if method is None:
+            fused = run_pipeline(pipe, sar, opt)
+        else:
+            fused = fuse_rgb((opt + 1) / 2, (sar[0] + 1) / 2, method) * 2 - 1
+        per[name] = {k: float(v) for k, v in fusion_metrics(_to8(fused), _to8(sar), _to8(opt)).items()}
     keys = sorted({k for v in per.values() for k in v})
     mean = {k: float(np.nanmean([v[k] for v in per.values()])) for k in keys}
     return {"pairs": len(per), "mean": mean, "per_pair": per}
+
+
+def heldout_metrics(pipe: FusionPipeline, root: str) -> Dict[str, Any]:
+    """Metrics on the held-out pairs (``splits.py``), averaged; for the card only, never for choices."""
+    return pairs_metrics(pipe, fdata.load_heldout_pairs(root))
+
+
+def selection_score(mean: Dict[str, float], reference: Dict[str, float]) -> float:
+    """Smallest relative margin over the best classical value, across Qabf, VIF and SSIM:
+    positive only when the network beats every reference on all three."""
+    return float(min((mean[k] - reference[k]) / abs(reference[k]) for k in SELECT_METRICS))
+
+
+def classical_reference(pairs) -> Dict[str, Any]:
+    """Guided-filter and Laplacian metrics on ``pairs`` and, per metric, the better of the two."""
+    gff, lap = pairs_metrics(None, pairs, "guided"), pairs_metrics(None, pairs, "laplacian")
+    best = {k: max(gff["mean"][k], lap["mean"][k]) for k in SELECT_METRICS}
+    return {"guided": gff["mean"], "laplacian": lap["mean"], "best": best}
 
 
 def _eval_losses(trainer: FusionTrainer, pairs, device) -> Dict[str, float]:
@@ -283,6 +316,25 @@ def _eval_losses(trainer: FusionTrainer, pairs, device) -> Dict[str, float]:
     return {f"heldout_{k}": v for k, v in totals.items()}
 
 
+def _validate(trainer: FusionTrainer, validation, reference, run: RunDir, step: int, sampler) -> float:
+    """Metrics of the exported (EMA) weights on the validation pairs; keeps ``best.pt``, the
+    checkpoint with the best ``selection_score`` so far (validation only, never held-out)."""
+    metrics = pairs_metrics(trainer.pipeline(), validation)["mean"]
+    score = selection_score(metrics, reference["best"])
+    best_path = os.path.join(run.checkpoint_dir, "best.pt")
+    best = None
+    if os.path.exists(best_path):
+        best = torch.load(best_path, map_location="cpu", weights_only=False).get("val_score")
+    improved = best is None or score > best
+    run.log(step, val_score=score, val_best=1.0 if improved else 0.0,
+            **{f"val_{k}": metrics[k] for k in ("qabf", "vif", "ssim", "en", "sd", "ag", "sf", "mi")})
+    if improved:
+        state = dict(trainer.state(), sampler=sampler.state(), step=step, val_score=score, val_metrics=metrics)
+        torch.save(state, best_path + ".tmp")
+        os.replace(best_path + ".tmp", best_path)
+    return score
+
+
 # ---------------------------------------------------------------------------------------
 # the loop
 
@@ -295,8 +347,13 @@ def train(args) -> str:
     if device.type == "cpu" and config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
     set_seed(getattr(args, "seed", 0))
-    pairs = fdata.load_training_pairs(args.data, tuple(config["sources"]))
-    sampler = fdata.PatchSampler(pairs, config["patch"], seed=getattr(args, "seed", 0))
+    if args.kind == "fusion-cyclegan":
+        pairs = fdata.load_training_pairs(args.data, tuple(config["sources"]))
+    else:
+        pairs = fdata.load_training_pairs(args.data, tuple(config["sources"]),
+                                          include_validation=bool(config.get("include_validation")))
+    sampler = fdata.PatchSampler(pairs, config["patch"], seed=getattr(args, "seed", 0),
+                                 scale_range=config.get("scale_range", (1.0, 1.0)))
     if args.kind == "fusion-cyclegan":
         trainer = CycleGANTrainer(config, device)
         n_params = count_params(trainer.model.G_s2o) + count_params(trainer.model.G_o2s)
@@ -305,6 +362,11 @@ def train(args) -> str:
         trainer = FusionTrainer(config, device)
         n_params = count_params(trainer.net)
         heldout = fdata.load_heldout_pairs(args.data) if fdata.is_shared_layout(args.data) else []
+    validation = (fdata.load_validation_pairs(args.data)
+                  if args.kind == "fusion" and config.get("val_every") and fdata.is_shared_layout(args.data) else [])
+    reference = classical_reference(validation) if validation else None
+    if reference:
+        run.log(0, **{f"val_ref_{m}_{k}": reference[m][k] for m in ("guided", "laplacian") for k in SELECT_METRICS})
     start = 0
     state = None if getattr(args, "no_resume", False) else run.load_checkpoint(map_location=device)
     if state is not None:
@@ -313,6 +375,8 @@ def train(args) -> str:
         start = int(state["step"])
     print(f"{args.kind}: {len(pairs)} training pairs, {n_params:,} generator parameters, "
           f"device {device}, steps {start}->{config['steps']}", file=sys.stderr)
+    if validation and start == 0:
+        _validate(trainer, validation, reference, run, 0, sampler)
     bar = _progress(config["steps"], start, args.kind)
     t0 = time.time()
     limit = float(config.get("time_limit_s") or 0)
@@ -328,12 +392,14 @@ def train(args) -> str:
             run.log(step, **values)
         if heldout and config.get("eval_every") and step % config["eval_every"] == 0:
             run.log(step, **_eval_losses(trainer, heldout, device))
+        if validation and (step % config["val_every"] == 0 or step == config["steps"]):
+            _validate(trainer, validation, reference, run, step, sampler)
         if step % config["ckpt_every"] == 0:
             save(step)
         if bar is not None:
             bar.update(1)
             if step % config["log_every"] == 0:
-                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items() if k in ("total", "g_total", "d", "gwpl", "g_cycle")})
+                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items() if k in ("total", "g_total", "d", "content", "g_cycle")})
         if limit and time.time() - t0 > limit:
             print(f"time limit {limit:.0f}s reached at step {step}", file=sys.stderr)
             run.log(step, stopped_at_time_limit=1.0)
@@ -366,10 +432,10 @@ def card_tensors(variant: str):
     else:
         raise ValueError(f"unknown card variant {variant!r} (uint8 or s1s2)")
     inputs = [
-        {"name": "sar", "role": "sar", "resampling": "bilinear", "bands": sar_bands,
-         "description": "SAR, one band, aligned to the optical grid"},
         {"name": "optical", "role": "optical", "resampling": "bilinear", "bands": rgb,
-         "description": "optical R, G, B"},
+         "description": "optical R, G, B (the output grid; a grey image may be given as R = G = B)"},
+        {"name": "sar", "role": "sar", "resampling": "bilinear", "bands": sar_bands,
+         "description": "SAR, one band, resampled onto the optical grid"},
     ]
     outputs = [{"name": "fused", "role": "optical", "dtype": None, "bands": rgb,
                 "description": "fused R, G, B: optical colours (Cb, Cr) with the fused luminance"}]
@@ -385,8 +451,8 @@ def _example_pair(args, m: int):
         root = root or _default_data_root(args)
         _, sar, opt = fdata.load_heldout_pairs(root)[0]
     size = min(256, (sar.shape[1] // m) * m, (sar.shape[2] // m) * m)
-    return (torch.from_numpy(sar[None, :, :size, :size].copy()),
-            torch.from_numpy(opt[None, :, :size, :size].copy()))
+    return (torch.from_numpy(opt[None, :, :size, :size].copy()),
+            torch.from_numpy(sar[None, :, :size, :size].copy()))
 
 
 def _default_data_root(args) -> str:
@@ -399,16 +465,37 @@ def _default_data_root(args) -> str:
     return os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
 
 
+def _checkpoint_for_export(run: RunDir, config: Dict[str, Any]):
+    """``best.pt`` (best validation score, see ``_validate``) unless ``export_last``; else ``last.pt``."""
+    best = os.path.join(run.checkpoint_dir, "best.pt")
+    if config["kind"] == "fusion" and not config.get("export_last") and os.path.exists(best):
+        return torch.load(best, map_location="cpu", weights_only=False), "best"
+    return torch.load(os.path.join(run.checkpoint_dir, "last.pt"), map_location="cpu", weights_only=False), "last"
+
+
+def _data_description(config, data_root) -> str:
+    if not fdata.is_shared_layout(data_root):
+        return (f"folder of SAR/optical pairs {os.path.basename(os.path.normpath(data_root))}; "
+                "random crops + 8 flips/rotations")
+    names = [p[0] for p in fdata.load_training_pairs(data_root, tuple(config["sources"]),
+                                                     bool(config.get("include_validation")))]
+    lo, hi = config.get("scale_range", (1, 1))
+    return (f"{len(names)} SAR/optical pairs of the shared data ({', '.join(names)}); held-out pairs "
+            f"excluded{'' if config.get('include_validation') else ', validation pairs excluded'}; random "
+            f"{config['patch']}x{config['patch']} crops at scale {lo}-{hi} + 8 flips/rotations")
+
+
 def export(run_dir: str, out: str, args=None) -> float:
     from ..common.onnx_export import export_with_card
     args = args or argparse.Namespace()
     args.run_dir = run_dir
     run = RunDir(run_dir)
     config = run.config()
-    state = torch.load(os.path.join(run.checkpoint_dir, "last.pt"), map_location="cpu", weights_only=False)
     if config["kind"] == "fusion-cyclegan":
+        state = torch.load(os.path.join(run.checkpoint_dir, "last.pt"), map_location="cpu", weights_only=False)
         return _export_cyclegan(config, state, out, args, run)
     config = dict(FUSION_DEFAULTS, **config)
+    state, which = _checkpoint_for_export(run, config)
     trainer = FusionTrainer(config, torch.device("cpu"))
     trainer.load(state)
     pipe = trainer.pipeline()
@@ -416,6 +503,8 @@ def export(run_dir: str, out: str, args=None) -> float:
     variant = getattr(args, "variant", None) or config.get("card_variant", "uint8")
     inputs, outputs = card_tensors(variant)
     steps = int(state["step"])
+    last_steps = int(torch.load(os.path.join(run.checkpoint_dir, "last.pt"), map_location="cpu",
+                                weights_only=False)["step"])
     n_net = count_params(pipe.net)
     n_gen = sum(count_params(g) for g in (pipe.G_s2o, pipe.G_o2s) if g is not None)
     data_root = config.get("data") or _default_data_root(args)
@@ -425,52 +514,60 @@ def export(run_dir: str, out: str, args=None) -> float:
             metrics = heldout_metrics(pipe, data_root)
         except Exception as exc:  # metrics are informative, never block an export
             metrics = {"error": str(exc)}
-    train_log = [e for e in run.metrics() if "content" in e]
+    base = ("a correction added to the guided-filtering fusion (GFF) of the same tile, computed inside the "
+            "graph (zero-initialised head: untrained, the model returns the classical result)"
+            if pipe.net.use_base else "the fused luminance directly")
     card = {
         "schema_version": 1,
         "name": config.get("name", "fusion-hier"),
-        "version": "1.0.0",
+        "version": str(config.get("version", "2.0.0")),
         "task": "sar_optical_fusion",
-        "description": ("Hierarchical SAR-optical fusion (Yan et al. 2025, Remote Sens. 17:2466): CycleGAN "
-                        "pseudo-modal enhancement + ResNet-50-style dual encoder, CBAM/addition level fusion, "
-                        "DenseASPP, LSNF decoder. Fuses the optical luminance (Y of YCbCr, BT.601) with SAR and "
-                        "recomposes RGB with the optical Cb, Cr inside the graph. Trained from scratch at width "
-                        f"{config['width']} ({n_net:,} fusion-net parameters"
-                        + (f" + {n_gen:,} CycleGAN generator parameters" if n_gen else "") + ")."),
+        "description": ("Hierarchical SAR-optical fusion after Yan et al. 2025 (Remote Sens. 17:2466): ResNet-50-style "
+                        "dual encoder, CBAM/addition level fusion, DenseASPP, LSNF decoder, "
+                        f"{'GroupNorm' if pipe.net.norm == 'group' else pipe.net.norm + ' normalisation'}, "
+                        f"predicting {base}. Fuses the optical luminance (Y of YCbCr, BT.601) with SAR and "
+                        "recomposes RGB with the optical Cb, Cr inside the graph, so colours are kept. Trained "
+                        f"from scratch at width {config['width']} ({n_net:,} parameters"
+                        + (f" + {n_gen:,} CycleGAN generator parameters" if n_gen else ", no CycleGAN stage")
+                        + ")."),
         "inputs": inputs,
         "outputs": outputs,
         "tiling": {"tile_size": int(config["tile_size"]), "size_multiple": int(m),
                    "default_overlap": int(config["default_overlap"])},
         "training": {
-            "data": (("shared data: cfog Stest3 (top 2/3), 12 SEN12MS-CR S1 VV / S2 RGB pairs, 1 SSL4EO-S12 pair "
-                      "(S1 reprojected onto the S2 grid); random crops + 8 flips/rotations")
-                     if fdata.is_shared_layout(data_root) else
-                     f"folder of SAR/optical pairs {os.path.basename(os.path.normpath(data_root))}; "
-                     "random crops + 8 flips/rotations"),
-            "steps": steps, "batch": config["batch"], "patch": config["patch"],
+            "data": _data_description(config, data_root),
+            "steps": steps, "steps_run": last_steps, "checkpoint": which,
+            "batch": config["batch"], "patch": config["patch"],
+            "losses": {k: v for k, v in config["weights"].items() if v},
+            "intensity_mode": config.get("intensity_mode"),
+            "validation_score": state.get("val_score"),
+            "validation_metrics": {k: state.get("val_metrics", {}).get(k) for k in SELECT_METRICS},
             "cyclegan_run_steps": _cyclegan_steps(config),
-            "wall_s": _wall(run_dir), "cyclegan_wall_s": _wall(config.get("cyclegan_run")),
+            "wall_s": _wall(run_dir),
             "hardware": config.get("hardware", str(getattr(args, "hardware", "") or "")),
-            "final_train_losses": {k: train_log[-1][k] for k in ("intensity", "gwpl", "ssim", "content")
-                                   if train_log and k in train_log[-1]},
             "metrics": metrics.get("mean", metrics),
-            "metrics_note": ("held-out (never trained on): cfog bottom third + SEN12MS-CR oriolac_1302/2729/5349, "
-                             f"{metrics.get('pairs', 0)} pairs; plugin.core.metrics.fusion conventions (8-bit grey, "
-                             "A = SAR, B = optical luminance); mean over pairs"),
+            "metrics_per_pair": metrics.get("per_pair", {}),
+            "metrics_note": ("held-out (never trained on, never used for a choice): CFOG Stest3 bottom third + "
+                             f"SEN12MS-CR {', '.join(splits.SEN12MSCR_HELDOUT)}, {metrics.get('pairs', 0)} pairs; "
+                             "plugin.core.metrics.fusion conventions (8-bit grey, A = SAR, B = optical luminance); "
+                             "mean over pairs; raw SAR"),
         },
-        "license": "research use only (trained on CFOG data: research use only; SEN12MS-CR / SSL4EO-S12: CC-BY-4.0)",
+        "license": ("research use only (CFOG and WHU-OPT-SAR data: research/academic use; SEN12MS-CR, "
+                    "SSL4EO-S12: CC-BY-4.0; BigEarthNet: CDLA-Permissive-1.0)"),
         "extra": {"width": config["width"], "blocks": config["blocks"], "cbam_levels": config["cbam_levels"],
-                  "aspp_dilations": config["aspp_dilations"], "fusion_net_params": n_net,
+                  "aspp_dilations": config["aspp_dilations"], "norm": pipe.net.norm,
+                  "classical_base": "guided" if pipe.net.use_base else None, "fusion_net_params": n_net,
                   "cyclegan_generator_params": n_gen, "card_variant": variant,
                   "uses_pseudo_modal_inputs": bool(pipe.net.use_pseudo),
-                  "note": ("CBAM channel attention pools over the whole tile, so results depend slightly on the "
-                           "tile; use the default overlap. For Sentinel-1 dB + Sentinel-2 DN data export with "
-                           "variant s1s2 (same weights).")},
+                  "min_tile": MIN_TILE,
+                  "note": ("The in-graph guided filter looks 96 px away and CBAM / GroupNorm pool over the tile: "
+                           "keep the default overlap (192 px) so tiles blend seamlessly. For Sentinel-1 dB + "
+                           "Sentinel-2 DN data export with variant s1s2 (same weights).")},
     }
-    sar, opt = _example_pair(args, m)
-    diff = export_with_card(pipe, {"sar": sar, "optical": opt}, ["fused"], card, out)
-    print(f"exported {out}: size_multiple {m}, ONNX vs torch max abs diff {diff:.3g} on a real "
-          f"{sar.shape[-2]}x{sar.shape[-1]} held-out sample; {steps} steps; held-out metrics "
+    opt, sar = _example_pair(args, m)
+    diff = export_with_card(pipe, {"optical": opt, "sar": sar}, ["fused"], card, out)
+    print(f"exported {out} ({which} checkpoint, step {steps} of {last_steps}): size_multiple {m}, ONNX vs torch "
+          f"max abs diff {diff:.3g} on a real {sar.shape[-2]}x{sar.shape[-1]} held-out sample; held-out metrics "
           f"{json.dumps(metrics.get('mean', metrics))}")
     return diff
 
@@ -509,7 +606,7 @@ def _export_cyclegan(config, state, out, args, run) -> float:
                          "bands": [_band("Y", "pseudo-optical luminance", [0, 255], 127.5, 127.5)]}],
             "tiling": {"tile_size": 256, "size_multiple": 4, "default_overlap": 32},
             "training": {"steps": int(state["step"])}, "license": "research use only"}
-    sar, _ = _example_pair(args, 4)
+    _, sar = _example_pair(args, 4)
     diff = export_with_card(g, {"sar": sar}, ["pseudo_optical"], card, out)
     print(f"exported {out}: ONNX vs torch max abs diff {diff:.3g}")
     return diff

@@ -377,6 +377,9 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
                 upcoming = io.submit(load, batches[k + 1])
             batch = {spec.name: np.stack([t[0][spec.name] for t in tiles]).astype(np.float32, copy=False)
                      for spec in card.inputs}
+            if progress and hasattr(processor, "report_within_batch"):  # e.g. per diffusion step
+                processor.report_within_batch = functools.partial(
+                    _progress_within_batch, progress, done, len(positions), total)
             tick = time.time()
             result = processor(batch, [(r * S, c * S) for r, c in positions])
             processor_seconds += time.time() - tick
@@ -424,6 +427,10 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
         for pending in writes:
             pending.result()
     return {"processor_seconds": processor_seconds, "valid": valid_pixels}
+
+
+def _progress_within_batch(progress: Progress, done: int, count: int, total: int, fraction: float) -> None:
+    progress((done + fraction * count) / total, f"tiles {done + 1}-{done + count}/{total}: {fraction:.0%}")
 
 
 def _write_block(writers, raw, valid, window):

@@ -232,6 +232,8 @@ class DiffusionProcessor:
         self.last_weights: List[float] = []
         # called as on_step(i, steps) before each step: reports progress, and may raise to cancel
         self.on_step = on_step
+        # set by the engine before each batch: report_within_batch(fraction of this batch done)
+        self.report_within_batch: Optional[Callable[[float], None]] = None
         providers = list(step_session.get_providers()) if hasattr(step_session, "get_providers") else []
         if iobinding == "auto":
             iobinding = bool(providers) and providers[0] == "CUDAExecutionProvider"
@@ -276,13 +278,18 @@ class DiffusionProcessor:
 
 
     def _observed(self, step: StepFn) -> StepFn:
-        if self.on_step is None:
+        if self.on_step is None and self.report_within_batch is None:
             return step
         calls = iter(range(self.steps))
 
         def observed(x_t, t):
-            self.on_step(next(calls, self.steps - 1), self.steps)
-            return step(x_t, t)
+            i = next(calls, self.steps - 1)
+            if self.on_step is not None:
+                self.on_step(i, self.steps)
+            out = step(x_t, t)
+            if self.report_within_batch is not None:
+                self.report_within_batch((i + 1) / self.steps)
+            return out
         return observed
 
 
