@@ -369,21 +369,27 @@ def test_run_on_an_extent(dialog, tmp_path):
 
 def test_two_tasks_at_once(dialog, tmp_path):
     model = conv_model(str(tmp_path / "m.onnx"), 13, 13, sar_channels=2, card=s2_card())
+
+    def choose_fusion():
+        dialog.set_task("fusion")
+        dialog.method_combo.setCurrentIndex(dialog.method_combo.findData("laplacian"))
+        dialog.optical_combo.setLayer(add_layer(CFOG_OPT))
+        dialog.sar_combo.setLayer(add_layer(CFOG_SAR))
+        dialog.output_widget.setFilePath(str(tmp_path / "fused.tif"))
+        dialog.add_to_map.setChecked(True)
+
+    choose_fusion()
+    assert dialog.validate(), dialog.messages
+    assert dialog.measure() > 0                        # the classical processor on one real-size tile
+    assert "s per tile" in dialog.estimate_label.text()
     out = _prepare_custom_run(dialog, tmp_path, model)
     dialog.add_to_map.setChecked(False)
     first = dialog.run()
     dialog.validate()        # same output as a task not finished yet (finished() runs later, on this thread)
     assert any("A running task is writing result.tif" in e for e in dialog.errors()), dialog.messages
     # meanwhile, a classical SAR-optical fusion of the CFOG pair, added to the map
-    dialog.set_task("fusion")
-    dialog.method_combo.setCurrentIndex(dialog.method_combo.findData("laplacian"))
-    dialog.optical_combo.setLayer(add_layer(CFOG_OPT))
-    dialog.sar_combo.setLayer(add_layer(CFOG_SAR))
-    dialog.output_widget.setFilePath(str(tmp_path / "fused.tif"))
-    dialog.add_to_map.setChecked(True)
+    choose_fusion()
     assert dialog.validate(), dialog.messages
-    assert dialog.measure() > 0                        # the classical processor on one real-size tile
-    assert "s per tile" in dialog.estimate_label.text()
     second = dialog.run()
     assert first is not None and second is not None
     assert len(dialog.tasks) == 2
