@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from ..plugin.core.choices import COMPRESSIONS, DEVICES, FUSION_METHODS, OPTICAL_MODES
 from ..plugin.core.errors import SkyClearError
 
 
@@ -22,7 +23,6 @@ class ManifestError(SkyClearError):
     """The manifest cannot run as written; the message lists every problem found."""
 
 
-DEVICES = ("auto", "cpu", "gpu")
 
 
 # ---------------------------------------------------------------------------------------
@@ -130,8 +130,9 @@ def _extent(value) -> List:
 
 def _common() -> Dict[str, Param]:
     return {"TILE_SIZE": Param("tile_size", VALUE, _tile), "OVERLAP": Param("overlap", VALUE, _overlap),
-            "DEVICE": Param("device", VALUE, _choice(DEVICES)), "OUTPUT": Param("output", OUTPUT),
-            "SCALE": Param("value_scale", VALUE, _scale), "EXTENT": Param("extent", VALUE, _extent)}
+            "DEVICE": Param("device", VALUE, _choice(tuple(DEVICES))), "OUTPUT": Param("output", OUTPUT),
+            "SCALE": Param("value_scale", VALUE, _scale), "EXTENT": Param("extent", VALUE, _extent),
+            "COMPRESSION": Param("compression", VALUE, _choice(tuple(COMPRESSIONS)))}
 
 
 @dataclass(frozen=True)
@@ -153,12 +154,12 @@ TOOLS: Dict[str, Tool] = {t.name: t for t in (
     Tool("remove_clouds_optical", "optical_cloud_removal_reference", ("INPUT", "OUTPUT"), dict(
         _common(), INPUT=Param("optical", RASTER), INPUT_BANDS=Param("optical_bands", VALUE, _bands),
         MODEL=Param("model", MODEL), STEP_MODEL=Param("step_model", MODEL),
-        MODE=Param("mode", VALUE, _choice(("diffusion", "reference"))), STEPS=Param("steps", VALUE, _int),
+        MODE=Param("mode", VALUE, _choice(tuple(OPTICAL_MODES))), STEPS=Param("steps", VALUE, _int),
         ETA=Param("eta", VALUE, float), SEED=Param("seed", VALUE, _int))),
     Tool("fuse_sar_optical", "sar_optical_fusion", ("SAR", "OPTICAL", "OUTPUT"), dict(
         _common(), SAR=Param("sar", RASTER), OPTICAL=Param("optical", RASTER),
         SAR_BANDS=Param("sar_bands", VALUE, _bands), OPTICAL_BANDS=Param("optical_bands", VALUE, _bands),
-        METHOD=Param("method", VALUE, _choice(("network", "laplacian", "guided", "average", "optical"))),
+        METHOD=Param("method", VALUE, _choice(tuple(FUSION_METHODS))),
         MODEL=Param("model", MODEL), DESPECKLE=Param("despeckle", VALUE, _bool)),
         defaults={"sar_bands": [1]}),
     Tool("run_model", None, ("MODEL", "OPTICAL", "OUTPUT"), dict(

@@ -8,20 +8,16 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..plugin.core import bands as core_bands
+from ..plugin.core import choices
 
 S2_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
 S1_BANDS = ("VV", "VH")
 RGB_BANDS = ("R", "G", "B")
 # model band name -> raster band descriptions that mean the same: the core's one table
 BAND_ALIASES = core_bands.BAND_ALIASES
-FUSION_METHODS = (("network", "Network (trained fusion model)"),
-                  ("laplacian", "Laplacian pyramid (classical)"),
-                  ("guided", "Guided filter (classical)"),
-                  ("average", "Luminance average (classical)"),
-                  ("optical", "Optical only (reference)"))
-OPTICAL_MODES = (("diffusion", "Diffusion enhancement (reference + diffusion steps)"),
-                 ("reference", "Reference network only (fast)"))
-DEVICES = (("auto", "Auto (GPU if available)"), ("gpu", "GPU (CUDA)"), ("cpu", "CPU"))
+FUSION_METHODS = tuple(choices.FUSION_METHODS.items())
+OPTICAL_MODES = tuple(choices.OPTICAL_MODES.items())
+DEVICES = tuple(choices.DEVICES.items())
 
 CARD_TASK_LABELS = {
     "generic": "generic",

@@ -16,6 +16,7 @@ import numpy as np
 
 from .bands import apply_value_range
 from .engine import RunReport, grid_input, open_sources, run_tiled
+from .choices import FUSION_METHODS, OPTICAL_MODES
 from .errors import Cancelled, InputError
 from .model_card import parse_card
 from .pipelines import generic
@@ -146,7 +147,7 @@ def remove_clouds_optical(*, optical: str, output: str, model: Optional[str] = N
     """Reference model E alone (``mode="reference"``) or E + the DE sampling loop."""
     from .pipelines.optical_cloud_removal import DiffusionProcessor, ReferenceProcessor
 
-    if mode not in ("diffusion", "reference"):
+    if mode not in OPTICAL_MODES:
         raise InputError(f"mode must be 'diffusion' or 'reference', got {mode!r}")
     model = model or default_model("optical_cloud_removal_reference")
     session, card, provider = generic.load_model(model, device)
@@ -184,7 +185,6 @@ def remove_clouds_optical(*, optical: str, output: str, model: Optional[str] = N
 # ---------------------------------------------------------------------------------------
 # SAR-optical fusion
 
-FUSION_METHODS = ("network", "laplacian", "guided", "average", "optical")
 
 
 def _despeckling(processor, card, despeckle: bool):

@@ -5,11 +5,11 @@ import logging
 import os
 from typing import Optional, Tuple
 
+from .choices import DEVICES
 from .errors import ModelCardError, SkyClearError
 
 log = logging.getLogger("skyclear")
 
-DEVICES = ("auto", "cpu", "gpu")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -41,7 +41,7 @@ def create_session(model_path: str, device: str = "auto", threads: Optional[int]
     """
     threads = threads or int(os.environ.get("SKYCLEAR_THREADS", "0") or 0) or None
     if device not in DEVICES:
-        raise SkyClearError(f"device must be one of {DEVICES}, got {device!r}")
+        raise SkyClearError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     import onnxruntime as ort
 
     options = ort.SessionOptions()

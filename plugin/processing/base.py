@@ -11,11 +11,10 @@ from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProces
                        QgsProcessingParameterString)
 from qgis.PyQt.QtGui import QIcon
 
+from ..core.choices import COMPRESSIONS, DEVICES
 from ..core.errors import SkyClearError
 
 ICON = os.path.join(os.path.dirname(__file__), "..", "..", "icons", "skyclear.svg")
-DEVICES = ["auto", "cpu", "gpu"]
-COMPRESSIONS = ["deflate", "zstd", "none"]  # raster_io.COMPRESSIONS, in the order offered
 AREA_SCALE_HELP = (
     "EXTENT (optional): process only this area; any CRS (it is reprojected to the optical raster's "
     "CRS). On the command line: EXTENT='xmin,xmax,ymin,ymax [EPSG:code]'.\n"
@@ -96,10 +95,9 @@ class SkyClearAlgorithm(QgsProcessingAlgorithm):
             "OVERLAP", "Tile overlap in pixels (-1 = the model's default)",
             QgsProcessingParameterNumber.Integer, default_overlap, minValue=-1, maxValue=4096))
         self.addParameter(QgsProcessingParameterEnum(
-            "DEVICE", "Device", options=["Auto (GPU if available)", "CPU", "GPU (CUDA)"], defaultValue=0))
+            "DEVICE", "Device", options=list(DEVICES.values()), defaultValue=0))
         compression = QgsProcessingParameterEnum(
-            "COMPRESSION", "Output compression", defaultValue=0,
-            options=["DEFLATE (every GIS reads it)", "ZSTD (faster, same size)", "None (fastest, largest)"])
+            "COMPRESSION", "Output compression", options=list(COMPRESSIONS.values()), defaultValue=0)
         compression.setFlags(compression.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(compression)
 
@@ -155,11 +153,11 @@ class SkyClearAlgorithm(QgsProcessingAlgorithm):
         return tile, (None if overlap < 0 else overlap)
 
     def device(self, parameters, context) -> str:
-        return DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
+        return list(DEVICES)[self.parameterAsEnum(parameters, "DEVICE", context)]
 
     def compression(self, parameters, context) -> str:
         """DEFLATE (default: every GIS reads it), ZSTD (~4x less CPU, same size) or none."""
-        return COMPRESSIONS[self.parameterAsEnum(parameters, "COMPRESSION", context)]
+        return list(COMPRESSIONS)[self.parameterAsEnum(parameters, "COMPRESSION", context)]
 
     def bands(self, parameters, name, context):
         text = (self.parameterAsString(parameters, name, context) or "").strip()

@@ -3,6 +3,7 @@ from qgis.core import (QgsProcessingOutputString, QgsProcessingParameterBoolean,
                        QgsProcessingParameterFile, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer)
 
+from ..core.choices import OPTICAL_MODES
 from .base import AREA_SCALE_HELP, SkyClearAlgorithm
 
 TILING_HELP = (
@@ -75,7 +76,6 @@ class RemoveCloudsSarAlgorithm(SkyClearAlgorithm):
         return {"OUTPUT": paths[0], "CLOUD_PROBABILITY": paths[1], "PROVIDER": report.provider}
 
 
-MODES = ["diffusion", "reference"]
 
 
 class RemoveCloudsOpticalAlgorithm(SkyClearAlgorithm):
@@ -105,7 +105,7 @@ class RemoveCloudsOpticalAlgorithm(SkyClearAlgorithm):
                                                      extension="onnx", optional=True))
         self.addParameter(QgsProcessingParameterFile("STEP_MODEL", "Diffusion step model (empty = bundled)",
                                                      extension="onnx", optional=True))
-        self.addParameter(QgsProcessingParameterEnum("MODE", "Mode", options=MODES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum("MODE", "Mode", options=list(OPTICAL_MODES.values()), defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber("STEPS", "Sampling steps",
                                                        QgsProcessingParameterNumber.Integer, 10, minValue=1,
                                                        maxValue=1000))
@@ -129,7 +129,7 @@ class RemoveCloudsOpticalAlgorithm(SkyClearAlgorithm):
             output=self.parameterAsOutputLayer(parameters, "OUTPUT", context),
             model=self.parameterAsFile(parameters, "MODEL", context) or None,
             step_model=self.parameterAsFile(parameters, "STEP_MODEL", context) or None,
-            mode=MODES[self.parameterAsEnum(parameters, "MODE", context)],
+            mode=list(OPTICAL_MODES)[self.parameterAsEnum(parameters, "MODE", context)],
             steps=self.parameterAsInt(parameters, "STEPS", context),
             eta=self.parameterAsDouble(parameters, "ETA", context),
             seed=self.parameterAsInt(parameters, "SEED", context),

@@ -4,10 +4,10 @@ from qgis.core import (QgsProcessingOutputNumber, QgsProcessingOutputString, Qgs
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer)
 
+from ..core.choices import FUSION_METHODS
 from .base import AREA_SCALE_HELP, SkyClearAlgorithm
 from .cloud_removal import TILING_HELP
 
-METHODS = ["network", "laplacian", "guided", "average", "optical"]
 FUSION_METRICS = ["en", "sd", "sf", "ag", "qabf", "ssim", "vif", "mi", "psnr"]
 
 
@@ -36,7 +36,7 @@ class FuseSarOpticalAlgorithm(SkyClearAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer("OPTICAL", "Optical image (RGB)"))
         self.add_band_parameter("SAR_BANDS", "SAR band (empty = band 1)")
         self.add_band_parameter("OPTICAL_BANDS", "Optical bands (empty = automatic)")
-        self.addParameter(QgsProcessingParameterEnum("METHOD", "Method", options=METHODS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum("METHOD", "Method", options=list(FUSION_METHODS.values()), defaultValue=0))
         self.addParameter(QgsProcessingParameterFile("MODEL", "Fusion model (network method; empty = bundled)",
                                                      extension="onnx", optional=True))
         self.addParameter(QgsProcessingParameterBoolean("DESPECKLE", "Despeckle SAR (Lee filter)", False))
@@ -54,7 +54,7 @@ class FuseSarOpticalAlgorithm(SkyClearAlgorithm):
             sar=self.raster_path(parameters, "SAR", context),
             optical=self.raster_path(parameters, "OPTICAL", context),
             output=self.parameterAsOutputLayer(parameters, "OUTPUT", context),
-            method=METHODS[self.parameterAsEnum(parameters, "METHOD", context)],
+            method=list(FUSION_METHODS)[self.parameterAsEnum(parameters, "METHOD", context)],
             model=self.parameterAsFile(parameters, "MODEL", context) or None,
             despeckle=self.parameterAsBoolean(parameters, "DESPECKLE", context),
             tile_size=tile, overlap=overlap, device=self.device(parameters, context),
