@@ -23,7 +23,10 @@ from typing import Dict, List
 import numpy as np
 
 from skyclear.models.diffusion.splits import HELD_OUT  # torch-free module
+from skyclear.plugin.core.engine import postprocess, to_network
 from skyclear.plugin.core.metrics.restoration import psnr, ssim
+from skyclear.plugin.core.model_card import card_from_session
+from skyclear.plugin.core.raster_io import to_dtype
 from skyclear.plugin.core.pipelines.optical_cloud_removal import DiffusionProcessor, ReferenceProcessor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,12 +41,14 @@ def read_uint8(path: str) -> np.ndarray:
             return src.read()[:3]
 
 
-def to_net(a: np.ndarray) -> np.ndarray:
-    return ((a.astype(np.float32) - 127.5) / 127.5)[None]
+def to_net(a: np.ndarray, card) -> np.ndarray:
+    """The engine's own scaling from the reference model's card (no hard-coded constants)."""
+    spec = card.inputs[0]
+    return to_network(a.astype(np.float32), np.ones(a.shape[1:], bool), spec)[None].astype(np.float32)
 
 
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(x[0] * 127.5 + 127.5), 0, 255).astype(np.uint8)
+def to_uint8(x: np.ndarray, card) -> np.ndarray:
+    return to_dtype(postprocess(x[0], card.outputs[0]), "uint8")
 
 
 def session(path: str, threads: int):
@@ -88,6 +93,7 @@ def main(argv=None) -> int:
         return 0
     ref_sess, step_sess = session(args.reference, args.threads), session(args.step, args.threads)
     reference = ReferenceProcessor(ref_sess)
+    card = card_from_session(ref_sess, args.reference)
     de = {s: DiffusionProcessor(ref_sess, step_sess, steps=s, eta=args.eta, seed=args.seed) for s in args.steps}
     methods = ["cloudy input", "reference E"] + [f"DE {s} steps" for s in args.steps]
     rows: Dict[str, List[dict]] = {m: [] for m in methods}
@@ -97,7 +103,7 @@ def main(argv=None) -> int:
         for k, pair_id in enumerate(ids):
             base = os.path.join(args.data, folder, pair_id)
             cloudy, clear = read_uint8(base + "_cloudy.png"), read_uint8(base + "_clear.png")
-            y = to_net(cloudy)
+            y = to_net(cloudy, card)
 
             def record(method, out_u8, seconds):
                 rows[method].append({"folder": folder, "id": pair_id, "psnr": psnr(out_u8, clear, 255.0),
@@ -106,13 +112,13 @@ def main(argv=None) -> int:
             record("cloudy input", cloudy, 0.0)
             tick = time.time()
             out = reference({"cloudy": y}, [(0, 0)])["restored"]
-            record("reference E", to_uint8(out), time.time() - tick)
+            record("reference E", to_uint8(out, card), time.time() - tick)
             if args.de_pairs and k >= args.de_pairs:
                 continue
             for s in args.steps:
                 tick = time.time()
                 out = de[s]({"cloudy": y}, [(0, 0)])["restored"]
-                record(f"DE {s} steps", to_uint8(out), time.time() - tick)
+                record(f"DE {s} steps", to_uint8(out, card), time.time() - tick)
                 print(f"  {folder}/{pair_id} DE {s:>2} steps: PSNR {rows[f'DE {s} steps'][-1]['psnr']:.2f} "
                       f"(E {rows['reference E'][-1]['psnr']:.2f}, input {rows['cloudy input'][-1]['psnr']:.2f}); "
                       f"mean W {np.mean(de[s].last_weights):.3f}", flush=True)

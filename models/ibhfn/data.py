@@ -42,14 +42,16 @@ def card_bands(spec) -> List[Dict]:
 
 
 def preprocess(raw: np.ndarray, spec) -> np.ndarray:
-    """(C, H, W) raster values -> float32 network values, per ``spec``."""
+    """(C, H, W) raster values -> float32 network values, per ``spec``: the engine's own
+    ``to_network`` (a pixel with a non-finite band is invalid and enters as 0)."""
+    from ...plugin.core.engine import to_network
+    from ...plugin.core.model_card import BandSpec, TensorSpec
+
     raw = np.asarray(raw, dtype=np.float32)
     if raw.shape[0] != len(spec):
         raise ValueError(f"expected {len(spec)} bands, got {raw.shape[0]}")
-    out = np.empty(raw.shape, np.float32)
-    for i, (_, _, (lo, hi), scale, offset) in enumerate(spec):
-        out[i] = (np.clip(np.nan_to_num(raw[i], nan=lo), lo, hi) - offset) / scale
-    return out
+    tensor = TensorSpec("input", [BandSpec(n, m, list(clip), scale, offset) for n, m, clip, scale, offset in spec])
+    return to_network(raw, np.isfinite(raw).all(axis=0), tensor)
 
 
 def postprocess(net: np.ndarray, spec, dtype=np.uint16) -> np.ndarray:

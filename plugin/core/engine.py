@@ -78,6 +78,15 @@ def preprocess(raw: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return (np.clip(raw, lo, hi) - offset) / scale
 
 
+def to_network(raw: np.ndarray, valid: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """What the network sees: the card's scaling, and 0 wherever a pixel is not valid
+    (nodata, NaN/inf, outside the SAR). The training loaders use it too, so a model is
+    trained on exactly what inference will feed it."""
+    data = preprocess(raw, spec)
+    data[:, ~valid] = 0.0
+    return data
+
+
 def postprocess(net: np.ndarray, spec: TensorSpec) -> np.ndarray:
     """Network units -> raster values (float): x * scale + offset, clipped to the band range."""
     lo, hi, scale, offset = _band_arrays(spec)
@@ -323,9 +332,7 @@ def _read_tile(sources: Dict[str, RasterSource], card: ModelCard, grid: TileGrid
         valid &= ok
         tensors[spec.name] = data
     for spec in card.inputs:
-        data = preprocess(tensors[spec.name], spec)
-        data[:, ~valid] = 0.0
-        tensors[spec.name] = pad_to(data, grid.tile, grid.tile)
+        tensors[spec.name] = pad_to(to_network(tensors[spec.name], valid, spec), grid.tile, grid.tile)
     return tensors, valid
 
 
