@@ -21,17 +21,11 @@ def gaussian_window(size: int = 11, sigma: float = 1.5, device=None, dtype=torch
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, size: int = 11,
          sigma: float = 1.5) -> torch.Tensor:
-    """Mean SSIM (Gaussian 11x11 window, sigma 1.5, K1=0.01, K2=0.03), per channel, 'valid' area."""
-    c = pred.shape[1]
-    w = gaussian_window(size, sigma, pred.device, pred.dtype).expand(c, 1, size, size)
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu_x = F.conv2d(pred, w, groups=c)
-    mu_y = F.conv2d(target, w, groups=c)
-    sxx = F.conv2d(pred * pred, w, groups=c) - mu_x ** 2
-    syy = F.conv2d(target * target, w, groups=c) - mu_y ** 2
-    sxy = F.conv2d(pred * target, w, groups=c) - mu_x * mu_y
-    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
-    return s.mean()
+    """Mean SSIM (Gaussian 11x11 window, sigma 1.5, K1=0.01, K2=0.03), per channel: torchmetrics'."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    return structural_similarity_index_measure(pred, target, data_range=data_range, gaussian_kernel=True,
+                                               kernel_size=size, sigma=sigma)
 
 
 def sam(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
