@@ -30,8 +30,10 @@ import numpy as np
 
 from skyclear.models.ibhfn import splits
 from skyclear.models.ibhfn.data import find_samples, read_tif
+from skyclear.plugin.core.engine import postprocess, to_network
 from skyclear.plugin.core.metrics.restoration import restoration_metrics
 from skyclear.plugin.core.model_card import read_card
+from skyclear.plugin.core.raster_io import to_dtype
 from skyclear.plugin.core.pipelines.sar_cloud_removal import (SarCloudRemovalProcessor, cloud_probability,
                                                               keep_clear_pixels)
 
@@ -46,23 +48,14 @@ ABLATIONS = {
 
 
 def card_pre(raw: np.ndarray, spec) -> np.ndarray:
-    out = np.empty(raw.shape, np.float32)
-    for i, b in enumerate(spec.bands):
-        v = raw[i].astype(np.float32)
-        if b.clip:
-            v = np.clip(v, b.clip[0], b.clip[1])
-        out[i] = (v - b.offset) / b.scale
-    return out
+    """The engine's own input scaling (non-finite pixels enter as 0, as in the plugin)."""
+    raw = raw.astype(np.float32)
+    return to_network(raw, np.isfinite(raw).all(axis=0), spec)
 
 
 def card_post(net: np.ndarray, spec) -> np.ndarray:
-    out = np.empty(net.shape, np.float64)
-    for i, b in enumerate(spec.bands):
-        v = net[i].astype(np.float64) * b.scale + b.offset
-        out[i] = np.clip(v, b.clip[0], b.clip[1]) if b.clip else v
-    if spec.dtype and np.issubdtype(np.dtype(spec.dtype), np.integer):
-        out = np.rint(out)
-    return out.astype(spec.dtype or np.float32)
+    """The engine's own output scaling and cast, as the plugin writes it."""
+    return to_dtype(postprocess(net.astype(np.float32), spec), spec.dtype or "float32")
 
 
 def refl(dn: np.ndarray) -> np.ndarray:
