@@ -20,9 +20,8 @@ luminance and ``b`` the SAR unless a docstring says otherwise.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional
-
 import math
+from typing import Dict, Iterable, Optional
 
 import torch
 import torch.nn.functional as F

@@ -7,9 +7,12 @@
     python -m skyclear.models.export runs/fus --out models/zoo/fusion_hier_small.onnx
 
 The fusion stage loads the frozen CycleGAN generators from ``cyclegan_run`` (null = no
-pseudo-modal inputs) and, at export, puts them into the ONNX graph, so the model takes only
-the real SAR and optical images. Held-out pairs (``splits.py``) are never trained on; they
-are used for the periodic held-out losses and the card's metrics.
+pseudo-modal inputs, the shipped model's setting) and, at export, puts them into the ONNX graph,
+so the model takes only the real optical and SAR images. Every ``val_every`` steps the EMA
+weights are scored on the validation pairs (``splits.py``) against the guided filter and the
+Laplacian pyramid (``selection_score``); the best checkpoint is kept as ``checkpoints/best.pt``
+and exported. Held-out pairs are never trained on and never used for a choice: only the card's
+metrics (and the optional ``eval_every`` held-out losses) are computed on them.
 
 Card variants (config key ``card_variant`` or ``--variant`` of
 ``python -m skyclear.models.fusion.trainer export``):
