@@ -69,8 +69,10 @@ def model_for(bands: int, folder: Path, hidden: int = 8) -> str:
 def run_engine(model: str, scene: str, out: str, compression: str = "deflate") -> dict:
     from skyclear.plugin.core import jobs
 
+    with rasterio.open(scene) as ds:  # the benchmark model's bands are generic: feed the file's order
+        bands = list(range(1, ds.count + 1))
     report = jobs.run_model(model=model, optical=scene, output=out, tile_size=TILE, overlap=OVERLAP,
-                            device="cpu", compression=compression)
+                            device="cpu", compression=compression, optical_bands=bands)
     return {"seconds": report.seconds, "model_seconds": report.processor_seconds}
 
 
