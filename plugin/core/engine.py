@@ -183,7 +183,7 @@ def _output_nodata(spec: TensorSpec, dtype: str, optical: RasterSource) -> Optio
 
     Floats use NaN. Integers prefer the optical nodata, then the card's, then the dtype's
     extremes, but only a value outside every band's output range: a valid pixel is never
-    altered to make room for nodata. The writer drops the tag again if no pixel is invalid.
+    altered to make room for nodata. The writer declares it only once a pixel is invalid.
     """
     if np.issubdtype(np.dtype(dtype), np.floating):
         return float("nan")

@@ -15,8 +15,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from .bands import apply_value_range
-from .engine import RunReport, grid_input, open_sources, run_tiled
 from .choices import FUSION_METHODS, OPTICAL_MODES
+from .engine import RunReport, grid_input, open_sources, run_tiled
 from .errors import Cancelled, InputError
 from .model_card import parse_card
 from .pipelines import generic
@@ -179,7 +179,8 @@ def remove_clouds_optical(*, optical: str, output: str, model: Optional[str] = N
     return _run(card, {card.inputs[0].name: optical}, processor, {card.outputs[0].name: output},
                 provider=provider, tile_size=tile_size, overlap=overlap,
                 band_lists=_band_lists(card, optical_bands, None), labels=_labels(card), extent=extent,
-                progress=progress, is_cancelled=is_cancelled, tags=tags, value_scale=value_scale, compression=compression)
+                progress=progress, is_cancelled=is_cancelled, tags=tags, value_scale=value_scale,
+                compression=compression)
 
 
 # ---------------------------------------------------------------------------------------

@@ -105,7 +105,8 @@ class RemoveCloudsOpticalAlgorithm(SkyClearAlgorithm):
                                                      extension="onnx", optional=True))
         self.addParameter(QgsProcessingParameterFile("STEP_MODEL", "Diffusion step model (empty = bundled)",
                                                      extension="onnx", optional=True))
-        self.addParameter(QgsProcessingParameterEnum("MODE", "Mode", options=list(OPTICAL_MODES.values()), defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum("MODE", "Mode", options=list(OPTICAL_MODES.values()),
+                                                     defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber("STEPS", "Sampling steps",
                                                        QgsProcessingParameterNumber.Integer, 10, minValue=1,
                                                        maxValue=1000))

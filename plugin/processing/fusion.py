@@ -36,7 +36,8 @@ class FuseSarOpticalAlgorithm(SkyClearAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer("OPTICAL", "Optical image (RGB)"))
         self.add_band_parameter("SAR_BANDS", "SAR band (empty = band 1)")
         self.add_band_parameter("OPTICAL_BANDS", "Optical bands (empty = automatic)")
-        self.addParameter(QgsProcessingParameterEnum("METHOD", "Method", options=list(FUSION_METHODS.values()), defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum("METHOD", "Method", options=list(FUSION_METHODS.values()),
+                                                     defaultValue=0))
         self.addParameter(QgsProcessingParameterFile("MODEL", "Fusion model (network method; empty = bundled)",
                                                      extension="onnx", optional=True))
         self.addParameter(QgsProcessingParameterBoolean("DESPECKLE", "Despeckle SAR (Lee filter)", False))

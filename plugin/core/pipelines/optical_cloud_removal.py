@@ -270,7 +270,8 @@ class DiffusionProcessor:
         y = np.ascontiguousarray(inputs[self.reference.input_name], dtype=np.float32)
         x0_ref = self.reference({self.reference.input_name: y}, origins)[out_name].astype(np.float32)
         noise = TileNoise(self.seed, origins, y.shape[1:], self.steps + 1)
-        x0, weights = sample(self._observed(self._step_fn(y, x0_ref)), x0_ref, noise, self.steps, self.eta, self.sampler,
+        step = self._observed(self._step_fn(y, x0_ref))
+        x0, weights = sample(step, x0_ref, noise, self.steps, self.eta, self.sampler,
                              self.eta_ddim, int(self.schedule["T"]), float(self.schedule["beta_start"]),
                              float(self.schedule["beta_end"]), return_weights=True)
         self.last_weights = weights
