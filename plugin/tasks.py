@@ -113,7 +113,7 @@ class SkyClearTask(QgsTask):
         self._show_progress(fraction, message)
 
     def _show_progress(self, fraction: float, message: str = "", estimated: bool = False) -> None:
-        fraction = max(fraction, self.progress() / 100.0) if not fraction >= 1.0 else 1.0
+        fraction = 1.0 if fraction >= 1.0 else max(fraction, self.progress() / 100.0)  # never backwards
         self.setProgress(100.0 * fraction)
         elapsed = time.monotonic() - (self._started or time.monotonic())
         from ..ui.logic import format_seconds

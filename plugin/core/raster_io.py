@@ -231,7 +231,7 @@ COMPRESSIONS = {
 
 
 class GeoTiffWriter:
-    """A tiled, DEFLATE-compressed GeoTIFF written to a hidden temporary file.
+    """A tiled, compressed (``COMPRESSIONS``) GeoTIFF written to a hidden temporary file.
 
     ``finish()`` closes and reads the file back (every block present and inside the file),
     so a full disk or a failed flush is an error rather than a broken output; the run then
