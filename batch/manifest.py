@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from ..plugin.core.choices import COMPRESSIONS, DEVICES, FUSION_METHODS, OPTICAL_MODES
+from ..plugin.core import tools
 from ..plugin.core.errors import SkyClearError
 
 
@@ -128,44 +128,45 @@ def _extent(value) -> List:
     return [xmin, ymin, xmax, ymax, crs]
 
 
-def _common() -> Dict[str, Param]:
-    return {"TILE_SIZE": Param("tile_size", VALUE, _tile), "OVERLAP": Param("overlap", VALUE, _overlap),
-            "DEVICE": Param("device", VALUE, _choice(tuple(DEVICES))), "OUTPUT": Param("output", OUTPUT),
-            "SCALE": Param("value_scale", VALUE, _scale), "EXTENT": Param("extent", VALUE, _extent),
-            "COMPRESSION": Param("compression", VALUE, _choice(tuple(COMPRESSIONS)))}
+_CONVERTERS = {tools.BOOL: _bool, tools.INT: _int, tools.FLOAT: float, tools.TILE: _tile,
+               tools.OVERLAP: _overlap, tools.EXTENT: _extent, tools.SCALE: _scale}
+
+
+def _option_param(option: tools.Option) -> Param:
+    if option.kind == tools.CHOICE:
+        return Param(option.keyword, VALUE, _choice(tuple(option.choices)))
+    return Param(option.keyword, VALUE, _CONVERTERS[option.kind])
 
 
 @dataclass(frozen=True)
 class Tool:
-    name: str
-    card_task: Optional[str]          # the model card task its MODEL must have (None: any)
+    """A registry tool as manifest columns: its Processing parameter names."""
+    spec: tools.ToolSpec
     required: Tuple[str, ...]
     params: Dict[str, Param]
     defaults: Dict[str, Any] = field(default_factory=dict)   # as the Processing algorithm passes them
 
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
-TOOLS: Dict[str, Tool] = {t.name: t for t in (
-    Tool("remove_clouds_sar", "sar_cloud_removal", ("OPTICAL", "SAR", "OUTPUT"), dict(
-        _common(), OPTICAL=Param("optical", RASTER), SAR=Param("sar", RASTER),
-        OPTICAL_BANDS=Param("optical_bands", VALUE, _bands), SAR_BANDS=Param("sar_bands", VALUE, _bands),
-        MODEL=Param("model", MODEL), KEEP_CLEAR=Param("keep_clear", VALUE, _bool),
-        CLEAR_THRESHOLD=Param("clear_threshold", VALUE, float),
-        CLOUD_PROBABILITY=Param("cloud_probability", OUTPUT))),
-    Tool("remove_clouds_optical", "optical_cloud_removal_reference", ("INPUT", "OUTPUT"), dict(
-        _common(), INPUT=Param("optical", RASTER), INPUT_BANDS=Param("optical_bands", VALUE, _bands),
-        MODEL=Param("model", MODEL), STEP_MODEL=Param("step_model", MODEL),
-        MODE=Param("mode", VALUE, _choice(tuple(OPTICAL_MODES))), STEPS=Param("steps", VALUE, _int),
-        ETA=Param("eta", VALUE, float), SEED=Param("seed", VALUE, _int))),
-    Tool("fuse_sar_optical", "sar_optical_fusion", ("SAR", "OPTICAL", "OUTPUT"), dict(
-        _common(), SAR=Param("sar", RASTER), OPTICAL=Param("optical", RASTER),
-        SAR_BANDS=Param("sar_bands", VALUE, _bands), OPTICAL_BANDS=Param("optical_bands", VALUE, _bands),
-        METHOD=Param("method", VALUE, _choice(tuple(FUSION_METHODS))),
-        MODEL=Param("model", MODEL), DESPECKLE=Param("despeckle", VALUE, _bool)),
-        defaults={"sar_bands": [1]}),
-    Tool("run_model", None, ("MODEL", "OPTICAL", "OUTPUT"), dict(
-        _common(), MODEL=Param("model", MODEL), OPTICAL=Param("optical", RASTER), SAR=Param("sar", RASTER),
-        OPTICAL_BANDS=Param("optical_bands", VALUE, _bands), SAR_BANDS=Param("sar_bands", VALUE, _bands))),
-)}
+
+def _tool(spec: tools.ToolSpec) -> Tool:
+    params: Dict[str, Param] = {}
+    for item in spec.inputs:
+        params[item.param] = Param(item.keyword, RASTER)
+        if item.bands_param:
+            params[item.bands_param] = Param(item.bands_keyword, VALUE, _bands)
+    params.update({slot.param: Param(slot.keyword, MODEL) for slot in spec.models})
+    params.update({option.param: _option_param(option) for option in spec.all_options()})
+    params.update({output.param: Param(output.keyword, OUTPUT) for output in spec.outputs})
+    required = (tuple(slot.param for slot in spec.models if slot.required)
+                + tuple(item.param for item in spec.inputs if item.required) + (spec.outputs[0].param,))
+    defaults = {item.bands_keyword: list(item.default_bands) for item in spec.inputs if item.default_bands}
+    return Tool(spec, required, params, defaults)
+
+
+TOOLS: Dict[str, Tool] = {spec.name: _tool(spec) for spec in tools.TOOLS}
 BATCH_COLUMNS = ("TOOL", "JOB", "SPLIT")
 
 
@@ -231,6 +232,12 @@ def parse_row(row: int, raw: Dict[str, Any], base_dir: str) -> Job:
             job.kwargs[param.keyword] = param.convert(value)
         except (TypeError, ValueError) as exc:
             job.problems.append(f"{key}: {exc}")
+    merged = {**tool.spec.defaults(), **job.kwargs}
+    for option in tool.spec.all_options():        # ranges and choices, as the job would refuse them
+        if option.keyword in job.kwargs and tools.holds(option.when, merged):
+            problem = option.problem(job.kwargs[option.keyword])
+            if problem:
+                job.problems.append(f"{option.param}: {problem}")
     if "SPLIT" in values:
         text = str(values["SPLIT"]).strip().lower()
         try:

@@ -19,9 +19,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .manifest import TOOLS, ManifestError
 
 DEFAULT_KEY = r"(?=(?:.*?(?<![0-9A-Z])(?P<tile>T\d{2}[A-Z]{3})(?![A-Z]))?)(?=.*?(?P<date>(?:19|20)\d{2}-?\d{2}-?\d{2}))"
-SUFFIX = {"remove_clouds_sar": "_cloudfree", "remove_clouds_optical": "_cloudfree",
-          "fuse_sar_optical": "_fused", "run_model": "_out"}
-OPTICAL_PARAM = {"remove_clouds_optical": "INPUT"}
 
 
 def _keys(path: str, pattern: re.Pattern) -> Optional[Dict[str, str]]:
@@ -47,7 +44,8 @@ def pair_scenes(optical: str, sar: Optional[str] = None, *, tool: str, out_dir: 
     opticals = sorted(glob.glob(os.path.expanduser(optical), recursive=True))
     if not opticals:
         raise ManifestError(f"no optical file matches {optical!r}")
-    needs_sar = tool in ("remove_clouds_sar", "fuse_sar_optical")
+    spec = TOOLS[tool].spec
+    needs_sar = spec.input("sar") is not None and spec.input("sar").required
     if needs_sar and not sar:
         raise ManifestError(f"{tool} needs SAR files: give a SAR pattern")
     sars = []
@@ -58,18 +56,18 @@ def pair_scenes(optical: str, sar: Optional[str] = None, *, tool: str, out_dir: 
                 sars.append((path, keys))
         if not sars:
             raise ManifestError(f"no SAR file matches {sar!r} with a name the key {key!r} can read")
-    suffix = SUFFIX[tool] if suffix is None else suffix
+    suffix = "_" + spec.output_suffix if suffix is None else suffix     # as the dialog suggests
     rows, unmatched = [], []
     for path in opticals:
-        row = {"tool": tool, OPTICAL_PARAM.get(tool, "OPTICAL"): os.path.abspath(path)}
+        row = {"tool": tool, spec.input("optical").param: os.path.abspath(path)}
         stem = os.path.splitext(os.path.basename(path))[0]
-        row["OUTPUT"] = os.path.abspath(os.path.join(out_dir, f"{stem}{suffix}.tif"))
+        row[spec.outputs[0].param] = os.path.abspath(os.path.join(out_dir, f"{stem}{suffix}.tif"))
         if sar:
             partner = _partner(path, sars, pattern, max_days)
             if partner is None:
                 unmatched.append(path)
                 continue
-            row["SAR"] = os.path.abspath(partner)
+            row[spec.input("sar").param] = os.path.abspath(partner)
         row.update(options or {})
         rows.append(row)
     return rows, unmatched

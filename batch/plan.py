@@ -14,10 +14,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..plugin.core.engine import SKYCLEAR_VERSION, grid_input
+from ..plugin.core import tools
+from ..plugin.core.engine import SKYCLEAR_VERSION, grid_input, resolve_tiling
 from ..plugin.core.errors import SkyClearError
+from ..plugin.core.jobs import output_problems
 from ..plugin.core.model_card import ModelCard, parse_card, read_card
-from ..plugin.core.pipelines.generic import sibling_path
 from ..plugin.core.raster_io import describe_raster
 from ..plugin.core.tiling import TileGrid
 from ..plugin.core.zoo import default_model
@@ -103,7 +104,7 @@ def _plan(job: Job, files: _Files) -> Plan:
                     if p.kind == OUTPUT and kw.get(p.keyword)}
     if job.problems:
         return plan
-    for keyword, task in _default_models(job):
+    for keyword, task in tool.spec.default_models(kw):
         try:
             kw[keyword] = default_model(task)
         except SkyClearError as exc:
@@ -120,11 +121,7 @@ def _plan(job: Job, files: _Files) -> Plan:
             if param.kind == RASTER:
                 files.raster(path)
             else:
-                card = files.card(path)
-                wanted = tool.card_task if key == "MODEL" else "optical_cloud_removal_diffusion_step"
-                if wanted and card.task != wanted:
-                    job.problems.append(f"{key}: {os.path.basename(path)} is a '{card.task}' model, "
-                                        f"not a '{wanted}' model that {job.tool} needs")
+                tools.require_card(tool.spec, param.keyword, files.card(path), path)
         except SkyClearError as exc:
             job.problems.append(f"{key}: {exc}")
     if job.problems:
@@ -134,27 +131,18 @@ def _plan(job: Job, files: _Files) -> Plan:
     except SkyClearError as exc:
         job.problems.append(str(exc))
         return plan
-    plan.outputs = _outputs(job, card)
-    for name, path in plan.outputs.items():
-        folder = os.path.dirname(path)
-        if not os.path.isdir(folder):
-            job.problems.append(f"output folder does not exist: {folder}")
-        elif not os.access(folder, os.W_OK):
-            job.problems.append(f"output folder is not writable: {folder}")
+    plan.outputs = tool.spec.output_files(kw, card)
+    job.problems += output_problems(list(plan.outputs.items()))
     try:
         height, width = _optical_size(kw)
     except SkyClearError as exc:
         job.problems.append(f"EXTENT: {exc}")
         return plan
     plan.megapixels = width * height / 1e6
-    tile = kw.get("tile_size") or card.tile_size
-    overlap = card.default_overlap if kw.get("overlap") is None else kw["overlap"]
-    if tile % card.size_multiple:
-        job.problems.append(f"TILE_SIZE {tile} must be a multiple of {card.size_multiple} for model '{card.name}'")
-    elif not 0 <= overlap < tile:
-        job.problems.append(f"OVERLAP {overlap} must be at least 0 and smaller than the tile size {tile}")
-    else:
-        plan.grid = TileGrid(height, width, tile, overlap)
+    try:
+        plan.grid = TileGrid(height, width, *resolve_tiling(card, kw.get("tile_size"), kw.get("overlap")))
+    except SkyClearError as exc:
+        job.problems.append(f"{'OVERLAP' if 'overlap' in str(exc) else 'TILE_SIZE'}: {exc}")
     models = {k: {"file": os.path.basename(p), "sha256": files.sha256(p)}
               for k, p in job.inputs() if TOOLS[job.tool].params[k].kind == MODEL}
     rasters = {k: {"path": os.path.abspath(p), "size_mtime": _fingerprint(p)}
@@ -193,32 +181,16 @@ def _optical_size(kw) -> Tuple[int, int]:
     return sub.height, sub.width
 
 
-def _default_models(job: Job) -> List[Tuple[str, str]]:
-    """(keyword, card task) of the bundled models the tool picks when MODEL / STEP_MODEL are
-    empty, as jobs.* do: resolved here so the key records the very file that runs."""
-    kw, wanted = job.kwargs, []
-    if job.tool == "remove_clouds_sar":
-        wanted = [("model", "sar_cloud_removal")]
-    elif job.tool == "remove_clouds_optical":
-        wanted = [("model", "optical_cloud_removal_reference")]
-        if kw.get("mode", "diffusion") == "diffusion":
-            wanted.append(("step_model", "optical_cloud_removal_diffusion_step"))
-    elif job.tool == "fuse_sar_optical" and kw.get("method", "network") == "network":
-        wanted = [("model", "sar_optical_fusion")]
-    return [(k, task) for k, task in wanted if not kw.get(k)]
-
-
 def _card(job: Job, files: _Files) -> ModelCard:
     """The card whose tiling and outputs the job's run uses."""
-    kw = job.kwargs
-    if job.tool == "fuse_sar_optical" and kw.get("method", "network") != "network":
-        from ..plugin.core.pipelines.fusion_classical import classical_fusion_card
+    kw, spec = job.kwargs, TOOLS[job.tool].spec
+    if spec.modelless(kw):
+        from ..plugin.core import jobs
 
-        return parse_card(classical_fusion_card(
-            kw["method"], sar_dtype=files.raster(kw["sar"])["dtype"],
-            optical_dtype=files.raster(kw["optical"])["dtype"], despeckle="lee" if kw.get("despeckle") else None))
+        dtypes = {item.role: files.raster(kw[item.keyword])["dtype"] for item in spec.inputs}
+        return parse_card(getattr(jobs, spec.modelless_card)({**spec.defaults(), **kw}, dtypes))
     card = files.card(kw["model"])
-    if job.tool == "run_model":
+    if spec.generic:
         grid_role = grid_input(card).role
         if grid_role != "optical":
             raise SkyClearError(f"MODEL: {os.path.basename(kw['model'])} has no optical input")
@@ -227,20 +199,6 @@ def _card(job: Job, files: _Files) -> ModelCard:
         if kw.get("sar") and not card.inputs_with_role("sar"):
             job.problems.append(f"SAR: a SAR raster was given but model '{card.name}' takes no SAR input")
     return card
-
-
-def _outputs(job: Job, card: ModelCard) -> Dict[str, str]:
-    """Every file the job writes, by card output name, as jobs.* name them."""
-    kw = job.kwargs
-    main = os.path.abspath(kw["output"])
-    if job.tool == "remove_clouds_sar":
-        return {card.outputs[0].name: main,
-                "cloud_probability": os.path.abspath(kw.get("cloud_probability") or sibling_path(main, "cloud_probability"))}
-    if job.tool == "run_model":
-        outputs = {card.outputs[0].name: main}
-        outputs.update({spec.name: sibling_path(main, spec.name) for spec in card.outputs[1:]})
-        return outputs
-    return {card.outputs[0].name: main}
 
 
 def _check_paths_across_jobs(plans: Sequence[Plan]) -> None:

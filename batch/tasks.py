@@ -19,7 +19,7 @@ import time
 import traceback
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..plugin.core import atomic, engine, jobs
+from ..plugin.core import atomic, engine, jobs, tools
 from ..plugin.core.errors import OutputError, SkyClearError
 from ..plugin.core.pipelines import generic
 
@@ -90,8 +90,8 @@ def part_kwargs(job: Dict, folder: str, index: int) -> Tuple[Dict, str]:
     kwargs = dict(job["kwargs"])
     main = os.path.join(folder, f"part{index:03d}.tif")
     kwargs["output"] = main
-    if job["tool"] == "remove_clouds_sar":
-        kwargs["cloud_probability"] = generic.sibling_path(main, "cloud_probability")
+    for output in tools.tool(job["tool"]).outputs[1:]:     # further outputs beside the part
+        kwargs[output.keyword] = tools.sibling_path(main, output.sibling)
     return kwargs, main
 
 

@@ -9,6 +9,8 @@ from qgis.core import (QgsColorRampShader, QgsContrastEnhancement, QgsMultiBandC
                        QgsSingleBandGrayRenderer, QgsSingleBandPseudoColorRenderer)
 from qgis.PyQt.QtGui import QColor
 
+from .core import tools
+
 GROUP = "SkyClear"
 CUT = (0.02, 0.98)
 PROBABILITY_WORDS = ("cloud", "prob", "clear", "mask", "uncertainty")
@@ -96,18 +98,19 @@ def skyclear_group(project: Optional[QgsProject] = None):
     return group
 
 
-# what each output is called in the Layers panel, for the dialog and Processing alike
-OUTPUT_LABELS = {"restored": "cloud-free", "cloud_probability": "cloud probability",
-                 "fused": "fused", "output": "result"}
 NAME_LIMIT = 40
+# what SkyClear appends to an input's name for its outputs (the registry's suggestions), longest first
+_SUFFIXES = sorted({"_" + t.output_suffix for t in tools.TOOLS}
+                   | {"_" + o.sibling for t in tools.TOOLS for o in t.outputs if o.sibling}, key=len, reverse=True)
 
 
-def output_layer_name(path: str, output_name: str = "") -> str:
+def output_layer_name(path: str, what: str = "") -> str:
     """``<input stem> — <what>``, short enough for the Layers panel (the full path is in the
-    layer's tooltip/source): e.g. "s2l1c_20200823 — cloud-free"."""
+    layer's tooltip/source): e.g. "s2l1c_20200823 — cloud-free". ``what``: the registry's
+    ``Output.layer_name`` (the dialog and Processing name outputs alike)."""
     stem = os.path.splitext(os.path.basename(path or ""))[0] or "SkyClear"
-    what = OUTPUT_LABELS.get(output_name, (output_name or "result").replace("_", " "))
-    suffixes = ("_" + (output_name or "-"), "_cloud_probability", "_cloudfree_sar", "_cloudfree", "_fused", "_model")
+    what = what or "result"
+    suffixes = ["_" + what.replace(" ", "_").replace("-", "")] + _SUFFIXES
     stripped = True
     while stripped:
         stripped = False
@@ -123,20 +126,14 @@ def output_layer_name(path: str, output_name: str = "") -> str:
 class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
     """Processing post-processor: the same rendering and name as the dialog's outputs."""
 
-    def __init__(self, output_name: str = ""):
+    def __init__(self, output_name: str = "", what: str = ""):
         super().__init__()
-        self.output_name = output_name
+        self.output_name, self.what = output_name, what
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS API
         if isinstance(layer, QgsRasterLayer) and layer.isValid():
             style_layer(layer, self.output_name)
-            layer.setName(output_layer_name(layer.source().split("|")[0], self.output_name))
-
-
-# Processing result keys -> the engine's output names, per algorithm
-ALGORITHM_OUTPUTS = {"remove_clouds_sar": {"OUTPUT": "restored", "CLOUD_PROBABILITY": "cloud_probability"},
-                     "remove_clouds_optical": {"OUTPUT": "restored"},
-                     "fuse_sar_optical": {"OUTPUT": "fused"}}
+            layer.setName(output_layer_name(layer.source().split("|")[0], self.what))
 
 # QGIS does not own Python post-processors: keep them alive until QGIS has used them
 _POST_PROCESSORS: List[StyleOnLoad] = []
@@ -145,7 +142,8 @@ _POST_PROCESSORS: List[StyleOnLoad] = []
 def style_processing_outputs(results: Dict, context, algorithm: str = "") -> int:
     """Attach a :class:`StyleOnLoad` to every raster result that Processing will load into the
     project when the algorithm finishes (``runAndLoadResults``, the toolbox dialog). Returns how many."""
-    output_names = ALGORITHM_OUTPUTS.get(algorithm, {})
+    spec = tools.TOOLS_BY_NAME.get(algorithm)
+    outputs = {o.param: o for o in spec.outputs} if spec is not None else {}
     attached = 0
     for key, value in (results or {}).items():
         if not isinstance(value, str) or not value.lower().endswith((".tif", ".tiff")):
@@ -156,20 +154,24 @@ def style_processing_outputs(results: Dict, context, algorithm: str = "") -> int
             details = context.layerToLoadOnCompletionDetails(value)
         except Exception:
             continue
-        name = output_names.get(key, "")
-        processor = StyleOnLoad(name)
+        output = outputs.get(key)
+        name, what = (output.keyword, output.layer_name) if output is not None else ("", "")
+        processor = StyleOnLoad(name, what)
         _POST_PROCESSORS.append(processor)
         del _POST_PROCESSORS[:-64]
         details.setPostProcessor(processor)
-        details.name = output_layer_name(value, name)
+        details.name = output_layer_name(value, what)
         attached += 1
     return attached
 
 
-def add_outputs(outputs: Dict[str, str], title: str = "", project: Optional[QgsProject] = None) -> List[QgsRasterLayer]:
+def add_outputs(outputs: Dict[str, str], title: str = "", project: Optional[QgsProject] = None,
+                names: Optional[Dict[str, str]] = None) -> List[QgsRasterLayer]:
     """Load every output GeoTIFF, style it and put it at the top of the "SkyClear" group.
-    Probability maps go above the images so that the image shows through their transparency."""
+    Probability maps go above the images so that the image shows through their transparency.
+    ``names``: output name -> what the Layers panel calls it (``ToolSpec.layer_names``)."""
     project = project or QgsProject.instance()
+    names = names or {}
     group = skyclear_group(project)
     layers = []
     for name, path in outputs.items():
@@ -180,7 +182,7 @@ def add_outputs(outputs: Dict[str, str], title: str = "", project: Optional[QgsP
                  if l.source().split("|")[0] and os.path.abspath(l.source().split("|")[0]) == os.path.abspath(path)]
         if stale:
             project.removeMapLayers(stale)
-        layer = QgsRasterLayer(path, output_layer_name(path, name), "gdal")
+        layer = QgsRasterLayer(path, output_layer_name(path, names.get(name, name.replace("_", " "))), "gdal")
         if not layer.isValid():
             continue
         kind = style_layer(layer, name)

@@ -15,6 +15,9 @@ from typing import Any, Callable, Dict, Optional
 from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import QTimer, QUrl, pyqtSignal
 
+from .core import tools
+from .core.words import format_seconds, plural
+
 LOG_TAG = "SkyClear"
 
 # Python references to running tasks: the task manager owns the C++ objects, but the Python
@@ -27,16 +30,6 @@ def resolve_job(function_name: str) -> Callable:
     from .core import jobs
 
     return getattr(jobs, function_name)
-
-
-def job_available(function_name: str):
-    """(available, reason) of the dialog task whose job is ``function_name``."""
-    from .core import jobs
-
-    for task_key, entry in jobs.TASKS.items():
-        if task_key == function_name or entry["function"].__name__ == function_name:
-            return jobs.available(task_key)
-    return hasattr(jobs, function_name), ""
 
 
 class SkyClearTask(QgsTask):
@@ -116,8 +109,6 @@ class SkyClearTask(QgsTask):
         fraction = 1.0 if fraction >= 1.0 else max(fraction, self.progress() / 100.0)  # never backwards
         self.setProgress(100.0 * fraction)
         elapsed = time.monotonic() - (self._started or time.monotonic())
-        from ..ui.logic import format_seconds
-
         eta = ""
         if estimated and self.expected_seconds:
             eta = f", ≈ {format_seconds(max(0.0, self.expected_seconds - elapsed))} left (estimated)"
@@ -139,8 +130,6 @@ class SkyClearTask(QgsTask):
         elapsed = time.monotonic() - self._started
         if not self.expected_seconds:     # nothing measured yet: at least show that it runs
             if self._reported == 0.0 and elapsed > 2.0:
-                from ..ui.logic import format_seconds
-
                 text = f"running, {format_seconds(elapsed)} so far (no estimate yet)"
                 if text != self.status_text:
                     self.status_text = text
@@ -186,14 +175,13 @@ class SkyClearTask(QgsTask):
             from .layers import add_outputs
 
             try:
-                self.layers = add_outputs(outputs, self.title)
+                spec = tools.TOOLS_BY_NAME.get(self.function_name)
+                self.layers = add_outputs(outputs, self.title, names=spec.layer_names(outputs) if spec else None)
             except Exception as exc:  # the files are fine; only loading them failed
                 QgsMessageLog.logMessage(f"{self.title}: could not add the outputs to the map: {exc}\n"
                                          + traceback.format_exc(), LOG_TAG, Qgis.Warning)
         first = next(iter(outputs.values()), "")
         folder = os.path.dirname(os.path.abspath(first)) if first else ""
-        from ..ui.logic import format_seconds
-
         link = (f' — <a href="{html.escape(QUrl.fromLocalFile(folder).toString())}">open output folder</a>'
                 if folder else "")
         tiles = getattr(report, "tiles", None)
@@ -227,10 +215,6 @@ class SkyClearTask(QgsTask):
 
 def _esc(text: str) -> str:
     return html.escape(str(text), quote=False)
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def start(task: SkyClearTask) -> SkyClearTask:

@@ -7,7 +7,8 @@ By default it reads the samples in ../shared/data; pass your own rasters instead
     make demo DEMO_ARGS="--fusion-sar sar.tif --fusion-optical rgb.tif"
 
 Each tool runs only when its bundled model (or, for fusion, the classical method) is
-available; outputs go to ./demo_output and the printed table says where.
+available; outputs go to ./demo_output and the printed table says where. Parameter names,
+outputs and choices come from the tool registry (plugin/core/tools.py).
 """
 from __future__ import annotations
 
@@ -45,6 +46,20 @@ def evaluate(prediction: str, reference: str, mask: str = None) -> str:
     return ", ".join(f"{k.upper()} {v:.3f}" for k, v in overall.items() if k != "band")
 
 
+def run_tool(spec, inputs, out: Path, stem: str, **options):
+    """Run a registry tool through qgis_process: its parameter names, outputs and choice
+    indexes come from ``spec``. Returns (seconds, {output parameter: path})."""
+    from skyclear.plugin.core import tools
+
+    params = {spec.input(role).param: path for role, path in inputs.items()}
+    outputs = {spec.outputs[0].param: str(out / f"{stem}.tif")}
+    outputs.update({o.param: tools.sibling_path(outputs[spec.outputs[0].param], o.sibling) for o in spec.outputs[1:]})
+    for keyword, value in options.items():
+        option = spec.option(keyword)
+        params[option.param] = list(option.choices).index(value) if option.kind == tools.CHOICE else value
+    return qgis_process(f"skyclear:{spec.name}", **params, **outputs), outputs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(REPO / ".." / "shared" / "data"))
@@ -57,60 +72,59 @@ def main() -> int:
     parser.add_argument("--fusion-optical", help="RGB image for fusion")
     args = parser.parse_args()
 
-    from skyclear.plugin.core import jobs
+    from skyclear.plugin.core import tools
+    from skyclear.plugin.core.zoo import bundled_models
 
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     own = any([args.optical, args.rgb, args.fusion_sar])
     summary = []
 
+    def sample(given, *parts):
+        return given or (None if own else str(data.joinpath(*parts)))
+
     # 1. SAR-assisted cloud removal (SEN12MS-CR triplet 5278, held out from training)
-    triplet = data / "sen12mscr" / "oriolac_5278"
-    optical = args.optical or (None if own else str(triplet / "s2_cloudy.tif"))
-    sar = args.sar or (None if own else str(triplet / "s1.tif"))
-    reference = args.reference or (None if own else str(triplet / "s2_cloudfree.tif"))
-    if optical and sar:
-        ok, why = jobs.available("sar_cloud_removal")
+    spec = tools.tool("sar_cloud_removal")
+    inputs = {"optical": sample(args.optical, "sen12mscr", "oriolac_5278", "s2_cloudy.tif"),
+              "sar": sample(args.sar, "sen12mscr", "oriolac_5278", "s1.tif")}
+    reference = sample(args.reference, "sen12mscr", "oriolac_5278", "s2_cloudfree.tif")
+    if all(inputs.values()):
+        ok, why = tools.available(spec)
         if ok:
-            result, prob = out / "sar_cloud_removal.tif", out / "sar_cloud_removal_cloud_probability.tif"
-            seconds = qgis_process("skyclear:remove_clouds_sar", OPTICAL=optical, SAR=sar, OUTPUT=result,
-                                   CLOUD_PROBABILITY=prob)
+            seconds, files = run_tool(spec, inputs, out, spec.key)
             note = f"{seconds:.0f} s"
             if reference:
-                note += f"; vs reference: {evaluate(str(result), reference)}"
-                note += f" (cloudy input: {evaluate(optical, reference)})"
-            summary.append(("SAR-assisted cloud removal", f"{result}, {prob}", note))
+                note += f"; vs reference: {evaluate(files['OUTPUT'], reference)}"
+                note += f" (cloudy input: {evaluate(inputs['optical'], reference)})"
+            summary.append((spec.title, ", ".join(files.values()), note))
         else:
-            summary.append(("SAR-assisted cloud removal", "-", why))
+            summary.append((spec.title, "-", why))
 
     # 2. Optical-only cloud removal (RICE1 pair 32, held out from training)
-    rgb = args.rgb or (None if own else str(data / "rice1" / "32_cloudy.png"))
+    spec = tools.tool("optical_cloud_removal")
+    rgb = sample(args.rgb, "rice1", "32_cloudy.png")
     if rgb:
-        ok, why = jobs.available("optical_cloud_removal")
+        ok, why = tools.available(spec)
         if ok:
-            result = out / "optical_cloud_removal.tif"
-            seconds = qgis_process("skyclear:remove_clouds_optical", INPUT=rgb, OUTPUT=result, STEPS=10)
+            seconds, files = run_tool(spec, {"optical": rgb}, out, spec.key, steps=10)
             note = f"{seconds:.0f} s"
             clear = rgb.replace("_cloudy.", "_clear.")
             if not args.rgb and os.path.exists(clear):
-                note += f"; vs clear: {evaluate(str(result), clear)} (cloudy input: {evaluate(rgb, clear)})"
-            summary.append(("Optical cloud removal (diffusion)", str(result), note))
+                note += f"; vs clear: {evaluate(files['OUTPUT'], clear)} (cloudy input: {evaluate(rgb, clear)})"
+            summary.append((spec.title, files["OUTPUT"], note))
         else:
-            summary.append(("Optical cloud removal (diffusion)", "-", why))
+            summary.append((spec.title, "-", why))
 
-    # 3. SAR-optical fusion (the CFOG city pair)
-    fsar = args.fusion_sar or (None if own else str(data / "sar_optical" / "cfog_stest3_sar.tif"))
-    fopt = args.fusion_optical or (None if own else str(data / "sar_optical" / "cfog_stest3_optical.tif"))
-    if fsar and fopt:
-        from skyclear.plugin.core.zoo import bundled_models
-
-        methods = (["network"] if bundled_models("sar_optical_fusion") else []) + ["guided"]
+    # 3. SAR-optical fusion (the CFOG city pair): the network when bundled, and a classical method
+    spec = tools.tool("fusion")
+    inputs = {"sar": sample(args.fusion_sar, "sar_optical", "cfog_stest3_sar.tif"),
+              "optical": sample(args.fusion_optical, "sar_optical", "cfog_stest3_optical.tif")}
+    if all(inputs.values()):
+        network = spec.slot("model")
+        methods = (["network"] if bundled_models(network.default_task) else []) + ["guided"]
         for method in methods:
-            result = out / f"fusion_{method}.tif"
-            seconds = qgis_process("skyclear:fuse_sar_optical", SAR=fsar, OPTICAL=fopt,
-                                   METHOD=["network", "laplacian", "guided", "average", "optical"].index(method),
-                                   OUTPUT=result)
-            summary.append((f"SAR-optical fusion ({method})", str(result), f"{seconds:.0f} s"))
+            seconds, files = run_tool(spec, inputs, out, f"fusion_{method}", method=method)
+            summary.append((f"{spec.title} ({method})", files["OUTPUT"], f"{seconds:.0f} s"))
 
     print("\n| tool | output | notes |\n|---|---|---|")
     for row in summary:

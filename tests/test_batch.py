@@ -317,7 +317,7 @@ def test_pairing_matches_tile_and_nearest_date(tmp_path):
     pairs = {Path(r["OPTICAL"]).name[11:19]: Path(r["SAR"]).name[12:20] for r in rows}
     assert pairs == {"20200223": "20200224", "20200305": "20200301"}
     assert [Path(p).name for p in unmatched] == ["S2B_MSIL2A_20200305T035541_N0214_R004_T31UDQ_20200305T073012.tif"]
-    assert rows[0]["OUTPUT"].endswith("_cloudfree.tif") and rows[0]["KEEP_CLEAR"] == "true"
+    assert rows[0]["OUTPUT"].endswith("_cloudfree_sar.tif") and rows[0]["KEEP_CLEAR"] == "true"   # the dialog's name
 
 
 def test_command_line_checks_and_runs_in_process(data_dir, tmp_path):

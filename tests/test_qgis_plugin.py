@@ -86,6 +86,31 @@ def test_processing_run_model_in_process(provider, tmp_path):
     assert not (tmp_path / "bad.tif").exists()
 
 
+def test_processing_algorithms_are_the_registry_tools(provider):
+    """Each tool's algorithm offers its registry parameters, with the registry's defaults."""
+    from skyclear.plugin.core import tools
+
+    for spec in tools.TOOLS:
+        algorithm = provider.algorithm(spec.name)
+        assert algorithm is not None and algorithm.displayName() == spec.title
+        definitions = {d.name(): d for d in algorithm.parameterDefinitions()}
+        wanted = ([i.param for i in spec.inputs] + [i.bands_param for i in spec.inputs if i.bands_param]
+                  + [m.param for m in spec.models] + [o.param for o in spec.all_options()]
+                  + [o.param for o in spec.outputs])
+        assert set(definitions) == set(wanted), spec.name
+        for option in spec.options:
+            default = definitions[option.param].defaultValue()
+            if option.kind == tools.CHOICE:
+                assert list(option.choices)[default] == option.default, (spec.name, option.keyword)
+            else:
+                assert default == option.default, (spec.name, option.keyword)
+        for item in spec.inputs:
+            optional = bool(definitions[item.param].flags() & definitions[item.param].FlagOptional)
+            assert optional == (not item.required), (spec.name, item.param)
+        assert all(f"{p}:" in algorithm.shortHelpString() or f"{p} /" in algorithm.shortHelpString()
+                   for p in wanted), spec.name
+
+
 def test_processing_evaluate_restoration(provider, tmp_path):
     import processing
 

@@ -223,7 +223,7 @@ def test_validation_messages(dialog, tmp_path):
     dialog.optical_combo.setLayer(s2)
     dialog.sar_combo.setLayer(far_sar)
     dialog.validate()
-    assert any("do not overlap" in e for e in dialog.errors()), dialog.messages
+    assert any("does not overlap the optical raster" in e for e in dialog.errors()), dialog.messages   # the engine's check
     assert any("reprojected to the optical grid" in text for _, text in dialog.messages)
 
     # SAR in UTM over the same place: overlap fine, reprojection announced, no error

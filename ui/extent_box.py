@@ -1,5 +1,6 @@
 """A checkable, collapsible "limit to an extent" box around QgsExtentWidget, with a title
-that says in words what will be processed (QgsExtentGroupBox appends "(current: none)")."""
+that says in words what will be processed (QgsExtentGroupBox appends "(current: none)"),
+following the optical layer."""
 from __future__ import annotations
 
 from qgis.core import QgsRectangle
@@ -53,3 +54,34 @@ class ExtentBox(QgsCollapsibleGroupBox):
 
     def outputExtent(self):  # noqa: N802
         return self.widget.outputExtent()
+
+    # what the dialog asks of it
+    def follow(self, layer, canvas=None) -> None:
+        """Offer ``layer``'s extent (and the map canvas's); a raster without CRS is processed whole."""
+        georeferenced = layer.crs().isValid()
+        if not georeferenced and self.isChecked():
+            self.setChecked(False)
+        self.setEnabled(georeferenced)
+        self.setToolTip("" if georeferenced else "The optical raster has no CRS: SkyClear processes all of it")
+        self.setOriginalExtent(layer.extent(), layer.crs())
+        self.setOutputCrs(layer.crs())
+        if not self.isChecked():
+            self.blockSignals(True)
+            self.setOutputExtentFromOriginal()
+            self.setChecked(False)
+            self.blockSignals(False)
+        if canvas is not None:
+            try:
+                self.setCurrentExtent(canvas.extent(), canvas.mapSettings().destinationCrs())
+            except Exception:
+                pass
+
+    def box(self):
+        """(xmin, ymin, xmax, ymax) in the optical layer's CRS when ticked, else None."""
+        if not self.isChecked():
+            return None
+        r = self.outputExtent()
+        if r.isNull() or r.isEmpty():
+            return None
+        return (r.xMinimum(), r.yMinimum(), r.xMaximum(), r.yMaximum())
+

@@ -1,5 +1,6 @@
-"""What the dialog decides, without any widget: tasks, band mapping, plausible layers,
-model compatibility, tile counts and estimates. QGIS-free so it is easy to test."""
+"""What the dialog shows, without any widget: model cards, plausible layers, band mapping,
+tile counts and estimates. QGIS-free so it is easy to test. The tools themselves (titles,
+inputs, options, which models fit) are the registry's: ``plugin/core/tools.py``."""
 from __future__ import annotations
 
 import glob
@@ -8,104 +9,28 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..plugin.core import bands as core_bands
-from ..plugin.core import choices
+from ..plugin.core import tools
+from ..plugin.core.words import format_seconds, format_tile_time, plural
 
-S2_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
-S1_BANDS = ("VV", "VH")
-RGB_BANDS = ("R", "G", "B")
+S2_BANDS, S1_BANDS, RGB_BANDS = tools.S2_BANDS, tools.S1_BANDS, tools.RGB_BANDS
 # model band name -> raster band descriptions that mean the same: the core's one table
 BAND_ALIASES = core_bands.BAND_ALIASES
-FUSION_METHODS = tuple(choices.FUSION_METHODS.items())
-OPTICAL_MODES = tuple(choices.OPTICAL_MODES.items())
-DEVICES = tuple(choices.DEVICES.items())
-
-CARD_TASK_LABELS = {
-    "generic": "generic",
-    "sar_cloud_removal": "SAR-assisted cloud removal",
-    "optical_cloud_removal_reference": "optical cloud removal (reference network)",
-    "optical_cloud_removal_diffusion_step": "optical cloud removal (diffusion step)",
-    "sar_optical_fusion": "SAR–optical fusion",
-}
+CARD_TASK_LABELS = tools.CARD_TASK_LABELS
+TASKS = tools.TOOLS                       # the dialog offers the registry's tools, in its order
+TASKS_BY_KEY = tools.TOOLS_BY_KEY
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    key: str                      # UI key, also stored in settings
-    title: str
-    function: str                 # name of the jobs.* function
-    description: str
-    needs_sar: bool               # True: required, False: not used, None handled by sar_optional
-    sar_optional: bool = False
-    card_tasks: Tuple[str, ...] = ()          # card tasks accepted by the main model picker
-    step_card_tasks: Tuple[str, ...] = ()     # second picker (diffusion step model)
-    default_optical: Tuple[str, ...] = ()     # band names when no model card is known
-    default_sar: Tuple[str, ...] = ()
-    optical_hint: str = ""
-    sar_hint: str = ""
-
-
-TASKS: Tuple[TaskSpec, ...] = (
-    # titles = the Processing algorithms' display names, so both places say the same
-    TaskSpec("sar_cloud_removal", "Remove clouds (SAR-assisted)", "remove_clouds_sar",
-             "Removes clouds from a cloudy Sentinel-2 scene (13 bands, L1C) using a Sentinel-1 "
-             "scene (VV, VH in dB) of about the same date (IB-HFN). Writes the cloud-free scene "
-             "and a cloud-probability map.",
-             needs_sar=True, card_tasks=("sar_cloud_removal",),
-             default_optical=S2_BANDS, default_sar=S1_BANDS,
-             optical_hint="cloudy Sentinel-2, 13 bands", sar_hint="Sentinel-1, 2 bands VV,VH (dB)"),
-    TaskSpec("optical_cloud_removal", "Remove clouds (diffusion)", "remove_clouds_optical",
-             "Removes thin clouds and haze from an optical image alone with Diffusion Enhancement: "
-             "a reference network gives a first clear estimate and a few diffusion steps add detail.",
-             needs_sar=False, card_tasks=("optical_cloud_removal_reference",),
-             step_card_tasks=("optical_cloud_removal_diffusion_step",),
-             default_optical=RGB_BANDS, optical_hint="cloudy optical image"),
-    TaskSpec("fusion", "Fuse SAR and optical", "fuse_sar_optical",
-             "Fuses a SAR image into an optical image (hierarchical fusion): the optical colours "
-             "are kept and SAR structure is added. Classical methods need no model.",
-             needs_sar=True, card_tasks=("sar_optical_fusion",),
-             default_optical=RGB_BANDS, default_sar=("SAR",),
-             optical_hint="optical RGB", sar_hint="SAR, 1 band"),
-    TaskSpec("custom", "Run custom model", "run_model",
-             "Runs any ONNX model carrying a SkyClear model card over an optical raster (and a SAR "
-             "raster when the model takes one).",
-             needs_sar=False, sar_optional=True,
-             card_tasks=("generic", "sar_cloud_removal", "optical_cloud_removal_reference",
-                         "sar_optical_fusion"),
-             optical_hint="any raster the model card accepts"),
-)
-TASKS_BY_KEY = {t.key: t for t in TASKS}
+def slot_keyword(step: bool) -> str:
+    return "step_model" if step else "model"
 
 
 def task_title_for_card_task(card_task: str) -> str:
-    for spec in TASKS:
-        if card_task in spec.card_tasks + spec.step_card_tasks and spec.key != "custom":
-            return spec.title
-    return TASKS_BY_KEY["custom"].title
+    return tools.title_for_card_task(card_task)
 
 
 def check_card_for_task(card, task_key: str, step: bool = False) -> Optional[str]:
     """None when ``card`` fits the task (main or diffusion-step picker), else a clear refusal."""
-    spec = TASKS_BY_KEY[task_key]
-    wanted = spec.step_card_tasks if step else spec.card_tasks
-    if card.task in wanted:
-        if spec.key == "custom" and any(t.role == "auxiliary" for t in card.inputs):
-            return (f"Model '{card.name}' has an auxiliary input, which the custom runner cannot fill. "
-                    f"Use the task it was made for.")
-        return None
-    have = CARD_TASK_LABELS.get(card.task, card.task)
-    need = " or ".join(CARD_TASK_LABELS.get(t, t) for t in wanted)
-    where = task_title_for_card_task(card.task)
-    return (f"Model '{card.name}' is {article(have)} {have} model (card task '{card.task}'), but this slot needs "
-            f"{article(need)} {need} model. Choose it under “{where}” instead, or pick another model.")
-
-
-def article(word: str) -> str:
-    """'an' before a vowel: "an optical cloud removal model", "a SAR–optical fusion model"."""
-    return "an" if word[:1].lower() in "aeiou" else "a"
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
+    return tools.card_problem(tools.tool(task_key), card, slot_keyword(step))
 
 
 # folder names of ../shared/data and the data sets they hold, for model cards
@@ -167,13 +92,17 @@ def load_card(path: str):
     return card, None
 
 
-def zoo_for_task(task_key: str, step: bool = False, zoo_dir: Optional[str] = None) -> List[Tuple[str, object]]:
-    """Bundled models whose card fits the task: [(path, card)], the task's default
+def zoo_for_task(task_key: str, step: bool = False, zoo_dir: Optional[str] = None,
+                 slot: Optional[str] = None) -> List[Tuple[str, object]]:
+    """Bundled models whose card fits the tool's model slot: [(path, card)], the default
     (card ``extra.default_for_task``) first, then by file name."""
+    spec, slot = tools.tool(task_key), slot or slot_keyword(step)
+    if spec.slot(slot) is None:
+        return []
     out = []
     for path in zoo_models(zoo_dir):
         card, _ = load_card(path)
-        if card is not None and check_card_for_task(card, task_key, step) is None:
+        if card is not None and tools.card_problem(spec, card, slot) is None:
             out.append((path, card))
     out.sort(key=lambda item: not item[1].extra.get("default_for_task", False))
     return out
@@ -239,6 +168,26 @@ class LayerInfo:
     width: int = 0
     height: int = 0
     dtype: str = ""
+    res: Tuple[float, float] = (1.0, 1.0)   # pixel size in layer units
+    is_file: bool = True          # a GDAL raster file SkyClear can read
+
+
+def layer_info_from_file(path: str, name: str = "") -> LayerInfo:
+    """What the dialog knows of a raster, read with rasterio (scripts and tests without QGIS;
+    the dialog reads CRS and extent from the QGIS layer instead)."""
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as ds:
+            b = ds.bounds
+            return LayerInfo(name or os.path.basename(path), path, ds.count, ds.dtypes[0].startswith("float"),
+                             [d or "" for d in ds.descriptions], ds.crs.to_string() if ds.crs else "",
+                             (b.left, min(b.bottom, b.top), b.right, max(b.bottom, b.top)), ds.width, ds.height,
+                             ds.dtypes[0], (abs(ds.transform.a), abs(ds.transform.e)))
 
 
 def value_range_problem(label: str, model_name: str, clip_high: float, dtype: str) -> Optional[str]:
@@ -328,17 +277,3 @@ def estimate(width: int, height: int, tile: int, overlap: int, channels_in: int,
     strips = (overlap * width + tile * overlap) * 4 * (channels_out + 1)
     memory = (3 * model_mb * 2 ** 20 + 6 * tile_bytes + strips) / 2 ** 20 + 150   # + interpreter/GDAL cache
     return Estimate(n, per_tile, total, memory)
-
-
-def format_tile_time(seconds: float) -> str:
-    return f"{1000 * seconds:.0f} ms" if seconds < 0.1 else f"{seconds:.2f} s"
-
-
-def format_seconds(seconds: float) -> str:
-    if seconds < 1:
-        return "< 1 s"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"

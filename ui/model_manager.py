@@ -10,7 +10,8 @@ from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import (QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QPushButton,
                                  QSizePolicy, QTextBrowser, QVBoxLayout, QWidget)
 
-from . import logic
+from ..plugin.core import tools
+from . import checks, logic
 
 SETTINGS_CUSTOM = "skyclear/custom_models"
 
@@ -32,14 +33,14 @@ class ModelPicker(QWidget):
 
     changed = pyqtSignal()
 
-    def __init__(self, task_key: str, step: bool = False, zoo_dir: Optional[str] = None, parent=None):
+    def __init__(self, task_key: str, slot: str = "model", zoo_dir: Optional[str] = None, parent=None):
         super().__init__(parent)
         self.task_key = task_key
-        self.step = step
+        self.slot = slot                         # the registry's model slot: "model", "step_model"
         self.zoo_dir = zoo_dir
         self.refusal: Optional[str] = None
         self.combo = QComboBox()
-        self.combo.setObjectName("modelCombo" + ("Step" if step else ""))
+        self.combo.setObjectName("modelCombo" + ("" if slot == "model" else "Step"))
         self.combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.combo.setMinimumContentsLength(24)
         self.browse = QPushButton("Add .onnx…")
@@ -80,14 +81,14 @@ class ModelPicker(QWidget):
         select = select or self.current_path()
         self.combo.blockSignals(True)
         self.combo.clear()
-        for path, card in logic.zoo_for_task(self.task_key, self.step, self.zoo_dir):
+        for path, card in logic.zoo_for_task(self.task_key, zoo_dir=self.zoo_dir, slot=self.slot):
             self.combo.addItem(f"{card.name} {card.version} (bundled)", path)
         zoo = {os.path.abspath(self.combo.itemData(i)) for i in range(self.combo.count())}
         for path in custom_models():
             if os.path.abspath(path) in zoo:
                 continue
             card, _ = logic.load_card(path)
-            if card is not None and logic.check_card_for_task(card, self.task_key, self.step) is None:
+            if card is not None and self._refusal_of(card) is None:
                 self.combo.addItem(f"{card.name} {card.version} — {os.path.basename(path)}", path)
         if self.combo.count() == 0:
             self.combo.addItem("(no model for this task yet — add an .onnx)", None)
@@ -114,21 +115,12 @@ class ModelPicker(QWidget):
         return card
 
     def problem(self) -> Optional[str]:
-        """Why no usable model is selected (None when one is)."""
-        if self.current_path() is None:
-            what = "diffusion-step model" if self.step else "model"
-            labels = " or ".join(logic.CARD_TASK_LABELS.get(t, t) for t in self._wanted())
-            kind = ("any model with a SkyClear card" if self.task_key == "custom" else
-                    ("an " if labels[:1].lower() in "aeiou" else "a ") + labels + " model")
-            return f"No {what} is available for this task yet: add {kind} (.onnx) with “Add .onnx…”."
-        card, error = logic.load_card(self.current_path())
-        if card is None:
-            return error
-        return logic.check_card_for_task(card, self.task_key, self.step)
+        """Why no usable model is selected (None when one is): the controller's check."""
+        spec = tools.tool(self.task_key)
+        return checks.slot_problem(spec, spec.slot(self.slot), self.current_path())
 
-    def _wanted(self):
-        spec = logic.TASKS_BY_KEY[self.task_key]
-        return spec.step_card_tasks if self.step else spec.card_tasks
+    def _refusal_of(self, card) -> Optional[str]:
+        return tools.card_problem(tools.tool(self.task_key), card, self.slot)
 
     # -- user actions ------------------------------------------------------------------------
     def add_model(self, path: str) -> bool:
@@ -137,7 +129,7 @@ class ModelPicker(QWidget):
         if card is None:
             self._refuse(f"Cannot use {os.path.basename(path)}: {error}")
             return False
-        refusal = logic.check_card_for_task(card, self.task_key, self.step)
+        refusal = self._refusal_of(card)
         if refusal:
             self._refuse(refusal)
             return False

@@ -27,3 +27,9 @@ COMPRESSIONS = {
     "zstd": "ZSTD (faster, same size)",
     "none": "None (fastest, largest)",
 }
+
+# what skyclear:evaluate_fusion returns (metrics.fusion computes them, in this order)
+FUSION_METRICS = ("en", "sd", "sf", "ag", "qabf", "ssim", "vif", "mi", "psnr")
+
+# the overall row of skyclear:evaluate_restoration (metrics.restoration)
+RESTORATION_METRICS = ("psnr", "ssim", "sam", "mae")

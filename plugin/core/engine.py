@@ -201,6 +201,20 @@ def _output_nodata(spec: TensorSpec, dtype: str, optical: RasterSource) -> Optio
     return None
 
 
+def resolve_tiling(card: ModelCard, tile_size: Optional[int] = None, overlap: Optional[int] = None) -> Tuple[int, int]:
+    """(tile, overlap) a run uses: the card's defaults for None; raises ``InputError`` for a
+    tile that is not a multiple of the card's, or an overlap not smaller than the tile."""
+    tile = tile_size or card.tile_size
+    if tile % card.size_multiple:
+        raise InputError(f"tile size {tile} must be a multiple of {card.size_multiple} for model '{card.name}'")
+    ov = card.default_overlap if overlap is None else overlap
+    if overlap is None and ov >= tile:
+        ov = tile // 2        # only the tile size was chosen: keep the run possible, less seamless
+    if not 0 <= ov < tile:
+        raise InputError(f"overlap {ov} must be smaller than the tile size {tile} (and at least 0)")
+    return tile, ov
+
+
 def run_tiled(card: ModelCard, sources: Dict[str, RasterSource], processor: TileProcessor,
               outputs: Dict[str, str], tile_size: Optional[int] = None, overlap: Optional[int] = None,
               batch_size: int = 4, provider: str = "", progress: Optional[Progress] = None,
@@ -218,18 +232,11 @@ def run_tiled(card: ModelCard, sources: Dict[str, RasterSource], processor: Tile
     scoped = _RUN_OPTIONS.get() or {}
     tile_rows = scoped.get("tile_rows") if tile_rows is None else tile_rows
     extra_tags = dict(extra_tags or {}, **scoped.get("tags", {}))
-    tile = tile_size or card.tile_size
-    if tile % card.size_multiple:
-        raise InputError(f"tile size {tile} must be a multiple of {card.size_multiple} for model '{card.name}'")
-    ov = card.default_overlap if overlap is None else overlap
-    if overlap is None and ov >= tile:
-        # only the tile size was chosen: keep the run possible, at some cost in seamlessness
-        ov = tile // 2
+    tile, ov = resolve_tiling(card, tile_size, overlap)
+    if overlap is None and ov != card.default_overlap:
         log.warning("tile size %d is not larger than model '%s''s overlap %d: using overlap %d; "
                     "a tile size above %d keeps tiles seamless", tile, card.name, card.default_overlap, ov,
                     card.default_overlap)
-    if not 0 <= ov < tile:
-        raise InputError(f"overlap {ov} must be at least 0 and smaller than the tile size {tile}")
     optical = sources[grid_input(card).name]
     grid_def = optical.grid
     grid = TileGrid(grid_def.height, grid_def.width, tile, ov)

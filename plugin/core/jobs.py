@@ -1,5 +1,7 @@
-"""The user-facing jobs, one function per tool, shared by Processing, the dialog's QgsTask
-and scripts. All arguments are keyword-only; each returns the engine's ``RunReport``.
+"""The user-facing jobs, one function per tool of the registry (``tools.TOOLS``), shared by
+Processing, the dialog's QgsTask, the batch runner and scripts. All arguments are
+keyword-only; each returns the engine's ``RunReport``. Option defaults and ranges come
+from the registry (``tools.with_defaults``), not from these signatures.
 
 ``progress(fraction, message)`` and ``is_cancelled()`` are polled once per tile batch;
 ``extent`` is (xmin, ymin, xmax, ymax) in the optical raster's CRS, or None for all of it;
@@ -10,18 +12,19 @@ and scripts. All arguments are keyword-only; each returns the engine's ``RunRepo
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .bands import apply_value_range
-from .choices import FUSION_METHODS, OPTICAL_MODES
 from .engine import RunReport, grid_input, open_sources, run_tiled
 from .errors import Cancelled, InputError
 from .model_card import parse_card
 from .pipelines import generic
 from .raster_io import describe_raster
-from .zoo import bundled_models, default_model, require_task
+from .tools import require_card, sibling_path, tool, with_defaults
+from .zoo import default_model
 
 Bands = Optional[Sequence[int]]
 
@@ -50,15 +53,15 @@ def _model_tags(path: str) -> Dict[str, str]:
 # ---------------------------------------------------------------------------------------
 
 
-def run_model(*, model: str, optical: str, output: str, sar: Optional[str] = None, tile_size=None,
-              overlap=None, device="auto", optical_bands: Bands = None, sar_bands: Bands = None,
-              extent=None, progress=None, is_cancelled=None, value_scale=None,
-              compression="deflate") -> RunReport:
+@with_defaults
+def run_model(*, model: str, optical: str, output: str, sar: Optional[str] = None, tile_size, overlap, device,
+              optical_bands: Bands = None, sar_bands: Bands = None, extent, progress=None, is_cancelled=None,
+              value_scale, compression) -> RunReport:
     """Any carded model; extra model outputs go beside ``output`` as ``<stem>_<name>.tif``."""
     session, card, provider = generic.load_model(model, device)
     paths = generic.inputs_by_role(card, optical, sar)
     outputs = {card.outputs[0].name: output}
-    outputs.update({spec.name: generic.sibling_path(output, spec.name) for spec in card.outputs[1:]})
+    outputs.update({spec.name: sibling_path(output, spec.name) for spec in card.outputs[1:]})
     return _run(card, paths, generic.OnnxProcessor(session, card), outputs, provider=provider,
                 tile_size=tile_size, overlap=overlap,
                 band_lists=_band_lists(card, optical_bands, sar_bands), labels=_labels(card),
@@ -89,11 +92,11 @@ def _with_cloud_probability(card):
     return parse_card(raw)
 
 
+@with_defaults
 def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability: Optional[str] = None,
-                      model: Optional[str] = None, keep_clear: bool = False, clear_threshold: float = 0.5,
-                      tile_size=None, overlap=None, device="auto", optical_bands: Bands = None,
-                      sar_bands: Bands = None, extent=None, progress=None, is_cancelled=None,
-                      value_scale=None, compression="deflate") -> RunReport:
+                      model: Optional[str] = None, keep_clear: bool, clear_threshold: float, tile_size, overlap,
+                      device, optical_bands: Bands = None, sar_bands: Bands = None, extent, progress=None,
+                      is_cancelled=None, value_scale, compression) -> RunReport:
     """Cloud-free optical image in the input's units plus a cloud-probability map.
 
     With ``keep_clear``, pixels whose cloud probability is below ``clear_threshold`` keep the
@@ -102,13 +105,12 @@ def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability:
     from .pipelines.sar_cloud_removal import SarCloudRemovalProcessor, keep_clear_pixels
     from .pipelines.sar_cloud_removal import cloud_probability as to_cloud
 
-    model = model or default_model("sar_cloud_removal")
+    spec = tool("remove_clouds_sar")
+    model = model or default_model(spec.slot("model").default_task)
     session, card, provider = generic.load_model(model, device)
-    require_task(card, "sar_cloud_removal", model)
+    require_card(spec, "model", card, model)
     if not sar:
         raise InputError("SAR: a Sentinel-1 raster (VV, VH in dB) is required for SAR-assisted cloud removal")
-    if not 0.0 <= clear_threshold <= 1.0:
-        raise InputError(f"clear threshold must be between 0 and 1, got {clear_threshold}")
     full_card = _with_cloud_probability(card)
     restored_name, clear_name = card.outputs[0].name, card.outputs[1].name
     model_processor = SarCloudRemovalProcessor(session, card)
@@ -125,7 +127,7 @@ def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability:
         return raw
 
     outputs = {restored_name: output,
-               "cloud_probability": cloud_probability or generic.sibling_path(output, "cloud_probability")}
+               "cloud_probability": cloud_probability or sibling_path(output, "cloud_probability")}
     paths = generic.inputs_by_role(card, optical, sar)
     return _run(full_card, paths, processor, outputs, provider=provider, tile_size=tile_size,
                 overlap=overlap, band_lists=_band_lists(card, optical_bands, sar_bands),
@@ -139,30 +141,25 @@ def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability:
 # optical-only cloud removal (Diffusion Enhancement)
 
 
+@with_defaults
 def remove_clouds_optical(*, optical: str, output: str, model: Optional[str] = None,
-                          step_model: Optional[str] = None, mode: str = "diffusion", steps: int = 10,
-                          eta: float = 0.3, seed: int = 0, tile_size=None, overlap=None, device="auto",
-                          optical_bands: Bands = None, extent=None, progress=None,
-                          is_cancelled=None, value_scale=None, compression="deflate") -> RunReport:
+                          step_model: Optional[str] = None, mode: str, steps: int, eta: float, seed: int,
+                          tile_size, overlap, device, optical_bands: Bands = None, extent, progress=None,
+                          is_cancelled=None, value_scale, compression) -> RunReport:
     """Reference model E alone (``mode="reference"``) or E + the DE sampling loop."""
     from .pipelines.optical_cloud_removal import DiffusionProcessor, ReferenceProcessor
 
-    if mode not in OPTICAL_MODES:
-        raise InputError(f"mode must be 'diffusion' or 'reference', got {mode!r}")
-    model = model or default_model("optical_cloud_removal_reference")
+    spec = tool("remove_clouds_optical")
+    model = model or default_model(spec.slot("model").default_task)
     session, card, provider = generic.load_model(model, device)
-    require_task(card, "optical_cloud_removal_reference", model)
+    require_card(spec, "model", card, model)
     tags = dict(_model_tags(model), SKYCLEAR_MODE=mode)
     if mode == "reference":
         processor = ReferenceProcessor(session)
     else:
-        if steps < 1:
-            raise InputError(f"steps must be at least 1, got {steps}")
-        if not 0.0 <= eta <= 1.0:
-            raise InputError(f"eta must be between 0 and 1, got {eta}")
-        step_model = step_model or default_model("optical_cloud_removal_diffusion_step")
+        step_model = step_model or default_model(spec.slot("step_model").default_task)
         step_session, step_card, _ = generic.load_model(step_model, device)
-        require_task(step_card, "optical_cloud_removal_diffusion_step", step_model)
+        require_card(spec, "step_model", step_card, step_model)
         if step_card.inputs_with_role("optical")[0].band_names != card.inputs[0].band_names:
             raise InputError(f"{os.path.basename(step_model)} and {os.path.basename(model)} take different "
                              "bands; choose a matching reference/step pair")
@@ -207,29 +204,27 @@ def _despeckling(processor, card, despeckle: bool):
     return despeckled
 
 
-def fuse_sar_optical(*, sar: str, optical: str, output: str, method: str = "network",
-                     model: Optional[str] = None, despeckle: bool = False, tile_size=None, overlap=None,
-                     device="auto", optical_bands: Bands = None, sar_bands: Bands = None, extent=None,
-                     progress=None, is_cancelled=None, value_scale=None,
-                     compression="deflate") -> RunReport:
+@with_defaults
+def fuse_sar_optical(*, sar: str, optical: str, output: str, method: str, model: Optional[str] = None,
+                     despeckle: bool, tile_size, overlap, device, optical_bands: Bands = None,
+                     sar_bands: Bands = None, extent, progress=None, is_cancelled=None, value_scale,
+                     compression) -> RunReport:
     """Fused image on the optical grid: the bundled/custom network or a classical method."""
-    from .pipelines.fusion_classical import ClassicalFusionProcessor, classical_fusion_card
+    from .pipelines.fusion_classical import ClassicalFusionProcessor
 
-    if method not in FUSION_METHODS:
-        raise InputError(f"unknown fusion method {method!r}; choose one of {', '.join(FUSION_METHODS)}")
+    spec = tool("fuse_sar_optical")
     if not sar:
         raise InputError("SAR: a SAR raster is required for fusion")
     tags = {"SKYCLEAR_FUSION_METHOD": method, "SKYCLEAR_DESPECKLE": str(despeckle)}
-    if method == "network":
-        model = model or default_model("sar_optical_fusion")
+    if spec.models_in_use({"method": method}):
+        model = model or default_model(spec.slot("model").default_task)
         session, card, provider = generic.load_model(model, device)
-        require_task(card, "sar_optical_fusion", model)
+        require_card(spec, "model", card, model)
         processor = _despeckling(generic.OnnxProcessor(session, card), card, despeckle)
         tags.update(_model_tags(model))
     else:
-        card_dict = classical_fusion_card(method, sar_dtype=describe_raster(sar)["dtype"],
-                                          optical_dtype=describe_raster(optical)["dtype"],
-                                          despeckle="lee" if despeckle else None)
+        card_dict = fusion_card({"method": method, "despeckle": despeckle},
+                                {"sar": describe_raster(sar)["dtype"], "optical": describe_raster(optical)["dtype"]})
         card = parse_card(card_dict)
         processor, provider = ClassicalFusionProcessor.from_card(card_dict), "numpy"
     paths = generic.inputs_by_role(card, optical, sar)
@@ -239,24 +234,78 @@ def fuse_sar_optical(*, sar: str, optical: str, output: str, method: str = "netw
                 value_scale=value_scale, compression=compression)
 
 
+def fusion_card(options: Mapping, dtypes: Mapping[str, str]) -> Dict:
+    """The card ``fuse_sar_optical`` runs a classical method with (``options``: method,
+    despeckle; ``dtypes``: raster dtype by role): what estimates and plans tile with."""
+    from .pipelines.fusion_classical import classical_fusion_card
+
+    return classical_fusion_card(options["method"], sar_dtype=dtypes["sar"], optical_dtype=dtypes["optical"],
+                                 despeckle="lee" if options.get("despeckle") else None)
+
+
 # ---------------------------------------------------------------------------------------
-# what the dialog offers
-
-TASKS: Dict[str, Dict] = {
-    "sar_cloud_removal": {"title": "SAR-assisted cloud removal", "function": remove_clouds_sar,
-                          "card_task": "sar_cloud_removal"},
-    "optical_cloud_removal": {"title": "Optical cloud removal (diffusion)", "function": remove_clouds_optical,
-                              "card_task": "optical_cloud_removal_reference"},
-    "fusion": {"title": "SAR–optical fusion", "function": fuse_sar_optical, "card_task": "sar_optical_fusion"},
-    "custom": {"title": "Run custom model", "function": run_model, "card_task": None},
-}
+# checks before a run: the engine's own, without reading a tile
 
 
-def available(task_key: str) -> Tuple[bool, str]:
-    """Whether a task can run out of the box, and why not."""
-    task = TASKS[task_key]
-    if task["card_task"] is None or task_key == "fusion":
-        return True, "ready"
-    if bundled_models(task["card_task"]):
-        return True, "bundled model available"
-    return False, "no bundled model yet: choose a model file"
+@dataclass(frozen=True)
+class GridCheck:
+    """How the SAR raster lands on the optical grid (``check_grids``)."""
+    sar_crs: str                  # "" = no CRS
+    optical_crs: str
+    reprojected: bool             # another CRS: warped onto the optical grid
+    resampled: bool               # not a whole-pixel part of the optical grid: resampled
+    coverage: float               # fraction of the optical grid (or extent) the SAR covers
+
+
+def check_grids(*, optical: str, sar: Optional[str] = None, extent=None) -> GridCheck:
+    """Open the rasters as the engine does (``RasterSource`` on the optical grid, cut to
+    ``extent``): raises its ``InputError`` when they cannot be aligned or the extent misses
+    the optical raster; else says how the SAR will be aligned."""
+    from rasterio.warp import transform_bounds
+
+    from .raster_io import RasterSource, subgrid
+
+    with RasterSource(optical, [1], "OPTICAL") as whole:
+        grid = subgrid(whole.grid, extent) if extent is not None else whole.grid
+    if not sar:
+        crs = "" if grid.crs is None else grid.crs.to_string()
+        return GridCheck(crs, crs, False, False, 1.0)
+    with RasterSource(sar, [1], "SAR", grid=grid) as source:
+        ds = source.dataset
+        coverage = 1.0
+        if source.aligned and ds.crs is not None and grid.crs is not None:
+            box = transform_bounds(ds.crs, grid.crs, *ds.bounds, densify_pts=21)
+            gx0, gy0, gx1, gy1 = grid.bounds
+            inter = max(0.0, min(box[2], gx1) - max(box[0], gx0)) * max(0.0, min(box[3], gy1) - max(box[1], gy0))
+            area = (gx1 - gx0) * (gy1 - gy0)
+            coverage = inter / area if area > 0 else 1.0
+
+        def name(crs) -> str:
+            return "" if crs is None else crs.to_string()
+
+        return GridCheck(name(ds.crs), name(grid.crs), ds.crs != grid.crs and ds.crs is not None,
+                         source.aligned, coverage)
+
+
+def output_problems(outputs: Sequence[Tuple[str, str]],
+                    inputs: Optional[Sequence[Tuple[str, str]]] = None) -> List[str]:
+    """What the writer and ``atomic.check_output_paths`` would refuse, for (label, path)
+    outputs and inputs: a missing or read-only folder, a folder as file; with ``inputs``,
+    also two outputs at one path and an output that is an input."""
+    from .atomic import check_output_paths
+
+    problems = []
+    for _, path in outputs:
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            problems.append(f"output {path} is a folder; give a file name such as {path}/result.tif")
+        elif not os.path.isdir(folder):
+            problems.append(f"output folder does not exist: {folder}")
+        elif not os.access(folder, os.W_OK):
+            problems.append(f"output folder is not writable: {folder}")
+    if inputs is not None:
+        try:
+            check_output_paths(outputs, inputs)
+        except InputError as exc:
+            problems.append(str(exc))
+    return problems

@@ -32,9 +32,3 @@ def default_model(task: str) -> str:
         raise ModelCardError(f"no bundled model for task '{task}' in {ZOO_DIR}; choose a model file")
     preferred = [path for path, card in models if card.extra.get("default_for_task")]
     return (preferred or [models[0][0]])[0]
-
-
-def require_task(card: ModelCard, task: str, path: str) -> None:
-    if card.task != task:
-        raise ModelCardError(f"{os.path.basename(path)} is a '{card.task}' model, not a '{task}' model; "
-                             "choose a model made for this tool")

@@ -1,4 +1,6 @@
-"""What every SkyClear algorithm shares: tile/overlap/device parameters, progress, errors."""
+"""What every SkyClear algorithm shares (progress, errors, log, rasters, extents), and
+``ToolAlgorithm``: the one Processing algorithm class for every tool of the registry
+(``core/tools.py``): its parameters, help and job call all come from the tool's spec."""
 from __future__ import annotations
 
 import contextlib
@@ -6,22 +8,17 @@ import logging
 import os
 import time
 
-from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterDefinition,
-                       QgsProcessingParameterEnum, QgsProcessingParameterExtent, QgsProcessingParameterNumber,
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingOutputString,
+                       QgsProcessingParameterBoolean, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+                       QgsProcessingParameterExtent, QgsProcessingParameterFile, QgsProcessingParameterNumber,
+                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterString)
 from qgis.PyQt.QtGui import QIcon
 
-from ..core.choices import COMPRESSIONS, DEVICES
+from ..core import tools
 from ..core.errors import SkyClearError
 
 ICON = os.path.join(os.path.dirname(__file__), "..", "..", "icons", "skyclear.svg")
-AREA_SCALE_HELP = (
-    "EXTENT (optional): process only this area; any CRS (it is reprojected to the optical raster's "
-    "CRS). On the command line: EXTENT='xmin,xmax,ymin,ymax [EPSG:code]'.\n"
-    "SCALE (optional): the input values are checked against the model's value range; when most lie "
-    "outside it the run warns, and refuses when the result would be flat. 'auto' scales them to fit "
-    "(e.g. uint16 Sentinel-2 DN for an 8-bit model; outputs return in the input's units), a number "
-    "multiplies them (e.g. 0.0255), 'gain,bias' applies gain·v + bias, 'none' runs them as they are.")
 
 
 def _without_geotransform(path: str) -> bool:
@@ -86,29 +83,8 @@ class SkyClearAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):  # noqa: N802
         return type(self)()
 
-    # -- shared parameters ---------------------------------------------------------------
-    def add_tiling_parameters(self, default_tile: int = 0, default_overlap: int = -1):
-        self.addParameter(QgsProcessingParameterNumber(
-            "TILE_SIZE", "Tile size in pixels (0 = the model's native size)",
-            QgsProcessingParameterNumber.Integer, default_tile, minValue=0, maxValue=8192))
-        self.addParameter(QgsProcessingParameterNumber(
-            "OVERLAP", "Tile overlap in pixels (-1 = the model's default)",
-            QgsProcessingParameterNumber.Integer, default_overlap, minValue=-1, maxValue=4096))
-        self.addParameter(QgsProcessingParameterEnum(
-            "DEVICE", "Device", options=list(DEVICES.values()), defaultValue=0))
-        compression = QgsProcessingParameterEnum(
-            "COMPRESSION", "Output compression", options=list(COMPRESSIONS.values()), defaultValue=0)
-        compression.setFlags(compression.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(compression)
-
     def add_extent_parameter(self, label="Process only this extent (any CRS; empty = the whole optical raster)"):
         self.addParameter(QgsProcessingParameterExtent("EXTENT", label, optional=True))
-
-    def add_extent_and_scale_parameters(self):
-        self.add_extent_parameter()
-        self.addParameter(QgsProcessingParameterString(
-            "SCALE", "Value scaling (empty = check only, auto, a factor like 0.0255, gain,bias, none)",
-            optional=True, defaultValue=""))
 
     def extent(self, parameters, context, raster_name):
         """EXTENT as (xmin, ymin, xmax, ymax) in the CRS of raster ``raster_name``, or None."""
@@ -137,27 +113,6 @@ class SkyClearAlgorithm(QgsProcessingAlgorithm):
         from ..core.bands import parse_scale
 
         return parse_scale(self.parameterAsString(parameters, "SCALE", context) or "")
-
-    def area_and_scale(self, parameters, context, raster_name):
-        """The jobs keywords ``extent`` and ``value_scale`` from EXTENT and SCALE."""
-        return {"extent": self.extent(parameters, context, raster_name),
-                "value_scale": self.value_scale(parameters, context)}
-
-    def add_band_parameter(self, name: str, label: str):
-        self.addParameter(QgsProcessingParameterString(
-            name, label, optional=True, defaultValue=""))
-
-    def tiling(self, parameters, context):
-        tile = self.parameterAsInt(parameters, "TILE_SIZE", context) or None
-        overlap = self.parameterAsInt(parameters, "OVERLAP", context)
-        return tile, (None if overlap < 0 else overlap)
-
-    def device(self, parameters, context) -> str:
-        return list(DEVICES)[self.parameterAsEnum(parameters, "DEVICE", context)]
-
-    def compression(self, parameters, context) -> str:
-        """DEFLATE (default: every GIS reads it), ZSTD (~4x less CPU, same size) or none."""
-        return list(COMPRESSIONS)[self.parameterAsEnum(parameters, "COMPRESSION", context)]
 
     def bands(self, parameters, name, context):
         text = (self.parameterAsString(parameters, name, context) or "").strip()
@@ -242,3 +197,116 @@ class SkyClearAlgorithm(QgsProcessingAlgorithm):
 
     def execute_job(self, parameters, context, feedback):
         raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------
+# the registry's tools
+
+
+def _parameter(option: tools.Option):
+    """The Processing parameter of a registry option."""
+    number = QgsProcessingParameterNumber
+    limits = {k: v for k, v in (("minValue", option.minimum), ("maxValue", option.maximum)) if v is not None}
+    if option.kind == tools.BOOL:
+        parameter = QgsProcessingParameterBoolean(option.param, option.label, bool(option.default))
+    elif option.kind in (tools.INT, tools.FLOAT):
+        kind = number.Integer if option.kind == tools.INT else number.Double
+        parameter = number(option.param, option.label, kind, option.default, **limits)
+    elif option.kind == tools.TILE:       # 0 = the model's tile
+        parameter = number(option.param, option.label, number.Integer, option.default or 0, **limits)
+    elif option.kind == tools.OVERLAP:    # -1 = the model's default
+        parameter = number(option.param, option.label, number.Integer,
+                           -1 if option.default is None else option.default, **limits)
+    elif option.kind == tools.CHOICE:
+        parameter = QgsProcessingParameterEnum(option.param, option.label, options=list(option.choices.values()),
+                                               defaultValue=list(option.choices).index(option.default))
+    elif option.kind == tools.EXTENT:
+        parameter = QgsProcessingParameterExtent(option.param, option.label, optional=True)
+    elif option.kind == tools.SCALE:
+        parameter = QgsProcessingParameterString(option.param, option.label, optional=True, defaultValue="")
+    else:
+        raise ValueError(f"option {option.keyword}: unknown kind {option.kind!r}")
+    if option.advanced:
+        parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    return parameter
+
+
+class ToolAlgorithm(SkyClearAlgorithm):
+    """The algorithm ``skyclear:<spec.name>`` of a registry tool."""
+
+    def __init__(self, spec: tools.ToolSpec):
+        super().__init__()
+        self.spec = spec
+
+    def createInstance(self):  # noqa: N802
+        return type(self)(self.spec)
+
+    def name(self):
+        return self.spec.name
+
+    def displayName(self):  # noqa: N802
+        return self.spec.title
+
+    def shortHelpString(self):  # noqa: N802
+        return self.spec.help_text()
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        spec = self.spec
+        for item in spec.inputs:
+            self.addParameter(QgsProcessingParameterRasterLayer(item.param, item.label, optional=not item.required))
+        for item in spec.inputs:
+            if item.bands_param:
+                self.addParameter(QgsProcessingParameterString(item.bands_param, item.bands_label, optional=True,
+                                                               defaultValue=""))
+        for slot in spec.models:
+            self.addParameter(QgsProcessingParameterFile(slot.param, slot.label, extension="onnx",
+                                                         optional=not slot.required))
+        for option in spec.all_options():
+            self.addParameter(_parameter(option))
+        for output in spec.outputs:
+            self.addParameter(QgsProcessingParameterRasterDestination(output.param, output.label))
+        self.addOutput(QgsProcessingOutputString("PROVIDER", "Execution provider"))
+
+    def option_value(self, option: tools.Option, parameters, context):
+        """A parameter as the job keyword wants it."""
+        kind, name = option.kind, option.param
+        if kind == tools.BOOL:
+            return self.parameterAsBoolean(parameters, name, context)
+        if kind == tools.INT:
+            return self.parameterAsInt(parameters, name, context)
+        if kind == tools.FLOAT:
+            return self.parameterAsDouble(parameters, name, context)
+        if kind == tools.CHOICE:
+            return list(option.choices)[self.parameterAsEnum(parameters, name, context)]
+        if kind == tools.TILE:
+            return self.parameterAsInt(parameters, name, context) or None
+        if kind == tools.OVERLAP:
+            value = self.parameterAsInt(parameters, name, context)
+            return None if value < 0 else value
+        if kind == tools.EXTENT:
+            return self.extent(parameters, context, self.spec.input("optical").param)
+        return self.value_scale(parameters, context)
+
+    def job_kwargs(self, parameters, context):
+        """The ``jobs.<name>`` keywords from the parameters, as the registry declares them."""
+        spec, kwargs = self.spec, {}
+        for item in spec.inputs:
+            kwargs[item.keyword] = self.raster_path(parameters, item.param, context, optional=not item.required)
+            if item.bands_param:
+                chosen = self.bands(parameters, item.bands_param, context)
+                kwargs[item.bands_keyword] = chosen or (list(item.default_bands) if item.default_bands else None)
+        for slot in spec.models:
+            kwargs[slot.keyword] = self.parameterAsFile(parameters, slot.param, context) or None
+        for option in spec.all_options():
+            kwargs[option.keyword] = self.option_value(option, parameters, context)
+        for output in spec.outputs:
+            kwargs[output.keyword] = self.parameterAsOutputLayer(parameters, output.param, context)
+        return kwargs
+
+    def execute_job(self, parameters, context, feedback):
+        kwargs = self.job_kwargs(parameters, context)
+        progress, cancelled = self.callbacks(feedback)
+        report = self.spec.job()(**kwargs, progress=progress, is_cancelled=cancelled)
+        self.report(feedback, report)
+        results = {output.param: path for output, path in zip(self.spec.outputs, report.outputs.values())}
+        return dict(results, PROVIDER=report.provider)

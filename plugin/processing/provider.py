@@ -1,14 +1,16 @@
-"""The `skyclear` Processing provider."""
+"""The `skyclear` Processing provider: one algorithm per registry tool, plus the evaluations."""
+import functools
+
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .base import ICON
-from .cloud_removal import RemoveCloudsOpticalAlgorithm, RemoveCloudsSarAlgorithm
-from .fusion import EvaluateFusionAlgorithm, EvaluateRestorationAlgorithm, FuseSarOpticalAlgorithm
-from .run_model import RunModelAlgorithm
+from ..core.tools import TOOLS
+from .base import ICON, ToolAlgorithm
+from .evaluation import EvaluateFusionAlgorithm, EvaluateRestorationAlgorithm
 
-ALGORITHMS = [RunModelAlgorithm, RemoveCloudsSarAlgorithm, RemoveCloudsOpticalAlgorithm,
-              FuseSarOpticalAlgorithm, EvaluateFusionAlgorithm, EvaluateRestorationAlgorithm]
+# what the provider loads: a factory per algorithm (each registry tool, then the evaluations)
+ALGORITHMS = [functools.partial(ToolAlgorithm, spec) for spec in TOOLS] + [EvaluateFusionAlgorithm,
+                                                                         EvaluateRestorationAlgorithm]
 
 
 class SkyClearProvider(QgsProcessingProvider):

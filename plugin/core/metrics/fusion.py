@@ -54,7 +54,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
-METRIC_NAMES = ("en", "sd", "sf", "ag", "qabf", "ssim", "vif", "mi", "psnr")
+from ..choices import FUSION_METRICS as METRIC_NAMES  # the one list of names (core/choices.py)
 
 # Qabf model constants (Xydeas & Petrovic 2000), as used by every toolbox.
 QABF_L = 1.0

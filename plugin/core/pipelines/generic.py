@@ -80,8 +80,3 @@ def inputs_by_role(card: ModelCard, optical: str, sar: Optional[str]) -> Dict[st
     if sar and not card.inputs_with_role("sar"):
         raise InputError(f"a SAR raster was given but model '{card.name}' takes no SAR input")
     return paths
-
-
-def sibling_path(output: str, suffix: str) -> str:
-    stem, ext = os.path.splitext(output)
-    return f"{stem}_{suffix}{ext or '.tif'}"

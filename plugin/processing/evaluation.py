@@ -1,71 +1,10 @@
-"""skyclear:fuse_sar_optical, skyclear:evaluate_fusion and skyclear:evaluate_restoration."""
-from qgis.core import (QgsProcessingOutputNumber, QgsProcessingOutputString, QgsProcessingParameterBoolean,
-                       QgsProcessingParameterEnum, QgsProcessingParameterFile,
-                       QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer)
+"""skyclear:evaluate_fusion and skyclear:evaluate_restoration: quality of a result (not tools
+of the registry: they score outputs, they do not run a model)."""
+from qgis.core import (QgsProcessingOutputNumber, QgsProcessingParameterFileDestination,
+                       QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer)
 
-from ..core.choices import FUSION_METHODS
-from .base import AREA_SCALE_HELP, SkyClearAlgorithm
-from .cloud_removal import TILING_HELP
-
-FUSION_METRICS = ["en", "sd", "sf", "ag", "qabf", "ssim", "vif", "mi", "psnr"]
-
-
-class FuseSarOpticalAlgorithm(SkyClearAlgorithm):
-    def name(self):
-        return "fuse_sar_optical"
-
-    def displayName(self):  # noqa: N802
-        return "Fuse SAR and optical"
-
-    def shortHelpString(self):  # noqa: N802
-        return (
-            "Fuses a SAR image into an optical image: the result keeps the optical colours and adds "
-            "SAR structure (the luminance is fused, colour is recomposed from the optical Cb, Cr).\n\n"
-            "SAR: one band (8-bit display values, or σ⁰ in dB for float rasters); reprojected onto the "
-            "optical grid on the fly. OPTICAL: RGB (a grey 1-band image is used as R = G = B); it "
-            "defines the output grid.\n"
-            "METHOD: network (the bundled hierarchical fusion network or MODEL), laplacian (Laplacian "
-            "pyramid, max-abs detail), guided (guided-filter base/detail weighting), average, optical "
-            "(optical only, a baseline).\n"
-            "DESPECKLE: Lee-filter the SAR before fusion.\n" + AREA_SCALE_HELP + "\n" + TILING_HELP + "\n"
-            "OUTPUT: fused RGB GeoTIFF in the optical dtype.")
-
-    def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("SAR", "SAR image"))
-        self.addParameter(QgsProcessingParameterRasterLayer("OPTICAL", "Optical image (RGB)"))
-        self.add_band_parameter("SAR_BANDS", "SAR band (empty = band 1)")
-        self.add_band_parameter("OPTICAL_BANDS", "Optical bands (empty = automatic)")
-        self.addParameter(QgsProcessingParameterEnum("METHOD", "Method", options=list(FUSION_METHODS.values()),
-                                                     defaultValue=0))
-        self.addParameter(QgsProcessingParameterFile("MODEL", "Fusion model (network method; empty = bundled)",
-                                                     extension="onnx", optional=True))
-        self.addParameter(QgsProcessingParameterBoolean("DESPECKLE", "Despeckle SAR (Lee filter)", False))
-        self.add_extent_and_scale_parameters()
-        self.add_tiling_parameters()
-        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Fused image"))
-        self.addOutput(QgsProcessingOutputString("PROVIDER", "Execution provider"))
-
-    def execute_job(self, parameters, context, feedback):
-        from ..core import jobs
-
-        tile, overlap = self.tiling(parameters, context)
-        progress, cancelled = self.callbacks(feedback)
-        report = jobs.fuse_sar_optical(
-            sar=self.raster_path(parameters, "SAR", context),
-            optical=self.raster_path(parameters, "OPTICAL", context),
-            output=self.parameterAsOutputLayer(parameters, "OUTPUT", context),
-            method=list(FUSION_METHODS)[self.parameterAsEnum(parameters, "METHOD", context)],
-            model=self.parameterAsFile(parameters, "MODEL", context) or None,
-            despeckle=self.parameterAsBoolean(parameters, "DESPECKLE", context),
-            tile_size=tile, overlap=overlap, device=self.device(parameters, context),
-            compression=self.compression(parameters, context),
-            optical_bands=self.bands(parameters, "OPTICAL_BANDS", context),
-            sar_bands=self.bands(parameters, "SAR_BANDS", context) or [1],
-            **self.area_and_scale(parameters, context, "OPTICAL"),
-            progress=progress, is_cancelled=cancelled)
-        self.report(feedback, report)
-        return {"OUTPUT": next(iter(report.outputs.values())), "PROVIDER": report.provider}
+from ..core.choices import FUSION_METRICS, RESTORATION_METRICS
+from .base import SkyClearAlgorithm
 
 
 class EvaluateFusionAlgorithm(SkyClearAlgorithm):
@@ -128,8 +67,8 @@ class EvaluateRestorationAlgorithm(SkyClearAlgorithm):
                                                        QgsProcessingParameterNumber.Double, 0.0, minValue=0.0))
         self.add_extent_parameter("Evaluate only this extent (any CRS; empty = all of PREDICTION)")
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "Metrics table", "CSV files (*.csv)"))
-        for key in ("PSNR", "SSIM", "SAM", "MAE"):
-            self.addOutput(QgsProcessingOutputNumber(key, key))
+        for key in RESTORATION_METRICS:
+            self.addOutput(QgsProcessingOutputNumber(key.upper(), key.upper()))
 
     def execute_job(self, parameters, context, feedback):
         from ..core.evaluation import evaluate_restoration, write_csv
@@ -142,4 +81,4 @@ class EvaluateRestorationAlgorithm(SkyClearAlgorithm):
         path = write_csv(rows, self.parameterAsFileOutput(parameters, "OUTPUT", context))
         overall = rows[-1]
         feedback.pushInfo(", ".join(f"{k}: {v:.4f}" for k, v in overall.items() if k != "band"))
-        return {"OUTPUT": path, **{k.upper(): overall.get(k) for k in ("psnr", "ssim", "sam", "mae")}}
+        return {"OUTPUT": path, **{k.upper(): overall.get(k) for k in RESTORATION_METRICS}}
