@@ -16,6 +16,14 @@ pixels (cloud_mask == 1) only.
 runs with identical data/seed/budget: the full IB-HFN and the three ablations (no
 bottleneck = plain concat fusion, no gating, no Dirac skip), exports them and adds them to
 the table. ``--ablation NAME=PATH`` adds already exported ONNX files.
+
+``--cv DIR`` prints the cross-validation tables of a ``python -m skyclear.models.ibhfn.cv``
+folder instead (every triplet held out once): per-sample paired differences (IB-HFN -
+baseline, each - cloudy input) with a bootstrap 95 % CI (10 000 resamples of the samples),
+PSNR/SSIM/SAM on all and on cloudy pixels; "do no harm" (triplets with < 5 % cloud: PSNR
+- cloudy input; clear scenes kept out of training: PSNR of the output against the clear
+input); SAR structure under cloud (``models/ibhfn/evaluate.py``); the stripe index; the
+ablation table of any variants; per-sample PSNR. Works on a partial run (finished folds).
 """
 from __future__ import annotations
 
@@ -29,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from skyclear.models.ibhfn import splits
-from skyclear.models.ibhfn.data import find_samples, read_tif
+from skyclear.models.ibhfn.data import S1_BANDS, find_samples, preprocess, read_tif
+from skyclear.models.ibhfn.evaluate import hf_anisotropy, sar_edge_correlation
 from skyclear.plugin.core.engine import postprocess, to_network
 from skyclear.plugin.core.metrics.restoration import restoration_metrics
 from skyclear.plugin.core.model_card import read_card
@@ -85,21 +94,30 @@ def evaluate(models, data_dir, keep_clear_threshold=0.5):
         raise SystemExit(f"none of the held-out samples {splits.HELDOUT} found under {data_dir}")
     rows = {}
 
-    def add(name, pred_dn, clear, mask):
-        r = rows.setdefault(name, {"all": [], "cloudy": []})
+    def add(name, pred_dn, clear, mask, sar_net=None, stripes=None):
+        r = rows.setdefault(name, {"all": [], "cloudy": [], "edge": [], "stripes": []})
         r["all"].append(restoration_metrics(refl(pred_dn), clear, 1.0))
         if mask.any():
             r["cloudy"].append(restoration_metrics(refl(pred_dn), clear, 1.0, mask))
+        if sar_net is not None:
+            r["edge"].append(sar_edge_correlation(refl(pred_dn), sar_net, mask))
+        if stripes is not None:
+            r["stripes"].append(stripes)
 
     for sid in ids:
         f = files[sid]
         opt, sar, tgt = read_tif(f.s2_cloudy), read_tif(f.s1), read_tif(f.s2_cloudfree)
         mask = read_tif(f.cloud_mask)[0] > 0
         clear = refl(tgt)
-        add("cloudy input", opt, clear, mask)
+        sar_net = preprocess(sar, S1_BANDS)
+        add("cloudy input", opt, clear, mask, sar_net)
+        add("cloud-free target (reference)", tgt, clear, mask, sar_net)
         for name, path in models:
             restored, clear_prob = run_model(path, opt, sar)
-            add(name, restored, clear, mask)
+            flipped, _ = run_model(path, np.ascontiguousarray(opt.transpose(0, 2, 1)),
+                                   np.ascontiguousarray(sar.transpose(0, 2, 1)))
+            stripes = 0.5 * (hf_anisotropy(refl(restored)) - hf_anisotropy(refl(flipped).transpose(0, 2, 1)))
+            add(name, restored, clear, mask, sar_net, stripes)
             if name.startswith("IB-HFN (bundled") and keep_clear_threshold is not None:
                 kept = keep_clear_pixels(restored, opt, cloud_probability(clear_prob), keep_clear_threshold)
                 add(f"{name} + keep clear (p_cloud<{keep_clear_threshold})", kept, clear, mask)
@@ -111,6 +129,8 @@ def table(rows) -> str:
             "MAE cloudy |\n|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for name, r in rows.items():
+        if name.startswith("cloud-free target"):
+            continue
         cells = []
         for part in ("all", "cloudy"):
             ms = r[part]
@@ -123,6 +143,8 @@ def table(rows) -> str:
 def per_sample_table(ids, rows) -> str:
     lines = ["| method | " + " | ".join(ids) + " |", "|---|" + "---|" * len(ids)]
     for name, r in rows.items():
+        if name.startswith("cloud-free target"):
+            continue
         lines.append(f"| {name} | " + " | ".join(f"{m['psnr']:.2f}" for m in r["all"]) + " |")
     return "\n".join(lines)
 
@@ -153,6 +175,192 @@ def train_ablations(steps: int, out_dir: Path, data_dir: Path, config: Path, job
     return models
 
 
+# ------------------------------------------------------------------------------------------
+# cross-validation tables
+
+CV_METRICS = (("psnr", "PSNR dB", "{:+.2f}", "{:.2f}", True), ("ssim", "SSIM", "{:+.3f}", "{:.3f}", True),
+              ("sam", "SAM deg", "{:+.2f}", "{:.2f}", False))
+
+
+def bootstrap_ci(diffs, n: int = 10000, seed: int = 0, level: float = 0.95):
+    """(mean, low, high): percentile bootstrap over samples of the mean of paired differences."""
+    d = np.asarray([x for x in diffs if np.isfinite(x)], np.float64)
+    if d.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, (n, d.size))].mean(1)
+    a = (1 - level) / 2
+    return float(d.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def load_cv(cv_dir):
+    """(plan, {model: {sample: row}}, {model: [clear-scene rows]}, {model: [fold result]})
+    over the folds whose files exist."""
+    import json
+    cv_dir = Path(cv_dir)
+    plan_path = cv_dir / "plan.json"
+    if not plan_path.exists():
+        raise SystemExit(f"{cv_dir} is not a cross-validation folder (no plan.json)")
+    plan = json.loads(plan_path.read_text())
+    rows, clear, results = {}, {}, {}
+    for fold in range(len(plan["folds"])):
+        for name in ["cloudy input"] + list(plan["models"]):
+            path = cv_dir / f"fold{fold}" / ("cloudy_input.json" if name == "cloudy input" else f"{name}.json")
+            if not path.exists():
+                continue
+            res = json.loads(path.read_text())
+            results.setdefault(name, []).append(res)
+            for r in res["rows"]:
+                rows.setdefault(name, {})[r["sample"]] = r
+            clear.setdefault(name, []).extend(dict(c, fold=fold) for c in res.get("clear_scenes", []))
+    return plan, rows, clear, results
+
+
+def _value(row, part, metric):
+    sub = row.get(part)
+    return float(sub[metric]) if sub and metric in sub and sub[metric] is not None else float("nan")
+
+
+def _paired(rows, a, b, part, metric):
+    common = sorted(set(rows.get(a, {})) & set(rows.get(b, {})))
+    d = [_value(rows[a][s], part, metric) - _value(rows[b][s], part, metric) for s in common]
+    return [x for x in d if np.isfinite(x)]
+
+
+def _ci_cell(diffs, fmt, higher_better):
+    mean, lo, hi = bootstrap_ci(diffs)
+    if not np.isfinite(mean):
+        return "-", "-"
+    wins = sum((x > 0) if higher_better else (x < 0) for x in diffs)
+    return f"{fmt.format(mean)} [{fmt.format(lo)}, {fmt.format(hi)}]", f"{wins}/{len(diffs)}"
+
+
+def cv_report(cv_dir) -> str:
+    plan, rows, clear, results = load_cv(cv_dir)
+    out = []
+    models = [m for m in plan["models"] if m in rows]
+    done = {m: len(results.get(m, [])) for m in plan["models"]}
+    out.append(f"Cross-validation {cv_dir}: {len(plan['folds'])} folds of {plan['data']}, "
+               f"{plan.get('steps')} training steps per model (same for all; seed {plan.get('seed')}); "
+               f"seconds/step measured: {plan.get('seconds_per_step_measured')}")
+    out.append("Folds finished per model: " + ", ".join(f"{m} {done[m]}/{len(plan['folds'])}" for m in done))
+    for m in models:
+        secs = [r.get("train_seconds", 0) for r in results[m]]
+        used = results[m][0].get("extra_used", {}) if results[m] else {}
+        dropped = sorted({x for r in results[m] for x in r.get("extra_dropped_for_overlap", [])})
+        out.append(f"- {m} ({plan['models'][m]['label']}): mean training {np.mean(secs):.0f} s/fold; extra sources "
+                   f"{ {k: len(v) for k, v in used.items()} }; dropped for place overlap with a test triplet: "
+                   f"{dropped or 'none'}")
+    out.append("Reflectance = DN/10000 clipped to [0,1], outputs rounded to uint16 DN; PSNR data range 1; SSIM 11x11 "
+               "Gaussian sigma 1.5; SAM degrees; 'cloudy' = cloud_mask == 1 pixels (samples with a non-empty mask). "
+               "Differences are per-sample paired, mean [bootstrap 95 % CI]; wins = samples where the first is better.")
+    if "ibhfn" not in rows or "baseline" not in rows:
+        out.append("\n(no finished fold with both IB-HFN and the baseline yet)")
+        return "\n".join(out)
+    inp = "cloudy input"
+    out += ["", "| metric | pixels | n | cloudy input | baseline | IB-HFN | IB-HFN - baseline | wins | "
+            "IB-HFN - input | wins | baseline - input | wins |", "|---" * 12 + "|"]
+    for metric, label, dfmt, vfmt, hb in CV_METRICS:
+        for part in ("all", "cloudy"):
+            common = sorted(set(rows["ibhfn"]) & set(rows["baseline"]) & set(rows.get(inp, {})))
+            vals = {m: [_value(rows[m][s], part, metric) for s in common] for m in (inp, "baseline", "ibhfn")}
+            n = sum(np.isfinite(vals["ibhfn"]))
+            means = {m: vfmt.format(np.nanmean(v)) if np.isfinite(v).any() else "-" for m, v in vals.items()}
+            cells = []
+            for a, b in (("ibhfn", "baseline"), ("ibhfn", inp), ("baseline", inp)):
+                cells += _ci_cell(_paired(rows, a, b, part, metric), dfmt, hb)
+            out.append(f"| {label}{'' if hb else ' (lower is better)'} | {part} | {n} | {means[inp]} | "
+                       f"{means['baseline']} | {means['ibhfn']} | " + " | ".join(cells) + " |")
+
+    # do no harm
+    out += ["", "Do no harm: triplets with cloud fraction < 5 % (PSNR dB, all pixels; model - cloudy input):", "",
+            "| sample | cloud fraction | cloudy input | " + " | ".join(models) + " |",
+            "|---|---|---|" + "---|" * len(models)]
+    clear_ids = sorted(s for s, f in plan["cloud_fraction"].items() if f < 0.05 and s in rows.get(inp, {}))
+    worst = {m: [] for m in models}
+    for sid in clear_ids:
+        base = _value(rows[inp][sid], "all", "psnr")
+        cells = []
+        for m in models:
+            if sid in rows[m]:
+                d = _value(rows[m][sid], "all", "psnr") - base
+                worst[m].append(d)
+                cells.append(f"{_value(rows[m][sid], 'all', 'psnr'):.2f} ({d:+.2f})")
+            else:
+                cells.append("-")
+        out.append(f"| {sid} | {plan['cloud_fraction'][sid]:.3f} | {base:.2f} | " + " | ".join(cells) + " |")
+    out.append("| worst (model - input) | | | " + " | ".join(f"{min(v):+.2f}" if v else "-" for v in worst.values())
+               + " |")
+    if any(clear.get(m) for m in models):
+        out += ["", "Clear scenes kept out of training (input = clear image, so the output should equal it): "
+                "PSNR / SAM of the output against the input, mean over folds (min PSNR):", "",
+                "| scene | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+        for scene in sorted({c["scene"] for m in models for c in clear.get(m, [])}):
+            cells = []
+            for m in models:
+                cs = [c for c in clear.get(m, []) if c["scene"] == scene]
+                psnr = [c["psnr_vs_input"] for c in cs]
+                sam = [c["sam_vs_input"] for c in cs]
+                cells.append(f"{np.mean(psnr):.2f} dB / {np.mean(sam):.2f} deg (min {min(psnr):.2f})" if cs else "-")
+            out.append(f"| {scene} | " + " | ".join(cells) + " |")
+
+    # SAR structure under cloud
+    out += ["", "SAR structure under cloud: correlation of output edge strength with SAR edge strength inside cloudy "
+            "pixels (models/ibhfn/evaluate.py; the cloud-free target's own value is the reference):", "",
+            "| | n | cloudy input | target (reference) | " + " | ".join(models) + " | IB-HFN - baseline | wins |",
+            "|---|---|---|---|" + "---|" * len(models) + "---|---|"]
+    common = sorted(s for s in rows.get(inp, {}) if np.isfinite(rows[inp][s].get("sar_edge_corr", float("nan"))))
+    def val(m, key="sar_edge_corr"):
+        return [rows[m][s].get(key, float("nan")) for s in common if s in rows[m]]
+    d = [rows["ibhfn"][s]["sar_edge_corr"] - rows["baseline"][s]["sar_edge_corr"] for s in common
+         if s in rows["ibhfn"] and s in rows["baseline"]]
+    ci, wins = _ci_cell(d, "{:+.3f}", True)
+    out.append(f"| edge correlation | {len(d)} | {np.nanmean(val(inp)):.3f} | "
+               f"{np.nanmean(val(inp, 'target_sar_edge_corr')):.3f} | "
+               + " | ".join(f"{np.nanmean(val(m)):.3f}" for m in models) + f" | {ci} | {wins} |")
+
+    # stripes
+    out += ["", "Stripe index (frame-tied high-frequency anisotropy, models/ibhfn/evaluate.py; ~0 = none, "
+            "IB-HFN 1.1.0 reached 2.4): mean / max |value| over held-out samples:", "",
+            "| " + " | ".join(models) + " |", "|" + "---|" * len(models)]
+    out.append("| " + " | ".join(
+        f"{np.mean([r['stripe_index'] for r in rows[m].values()]):+.2f} / "
+        f"{np.max(np.abs([r['stripe_index'] for r in rows[m].values()])):.2f}" for m in models) + " |")
+
+    # ablations
+    variants = [m for m in models if m not in ("ibhfn", "baseline")]
+    if variants:
+        out += ["", "Ablations (each undoes one change of IB-HFN; same folds, data seed and steps): "
+                "variant - IB-HFN, mean [bootstrap 95 % CI] over samples:", "",
+                "| variant | n | PSNR all | variant - IB-HFN | PSNR cloudy - IB-HFN | SAM all - IB-HFN | "
+                "variant - baseline (PSNR all) | edge corr | stripe index |", "|---|---|---|---|---|---|---|---|---|"]
+        for m in ["ibhfn"] + variants:
+            n = len(set(rows[m]) & set(rows["ibhfn"]))
+            cells = [f"{np.mean([_value(r, 'all', 'psnr') for r in rows[m].values()]):.2f}"]
+            if m == "ibhfn":
+                cells += ["-", "-", "-"]
+            else:
+                cells += [_ci_cell(_paired(rows, m, "ibhfn", "all", "psnr"), "{:+.2f}", True)[0],
+                          _ci_cell(_paired(rows, m, "ibhfn", "cloudy", "psnr"), "{:+.2f}", True)[0],
+                          _ci_cell(_paired(rows, m, "ibhfn", "all", "sam"), "{:+.2f}", False)[0]]
+            cells.append(_ci_cell(_paired(rows, m, "baseline", "all", "psnr"), "{:+.2f}", True)[0])
+            cells.append(f"{np.nanmean([r['sar_edge_corr'] for r in rows[m].values()]):.3f}")
+            cells.append(f"{np.mean([r['stripe_index'] for r in rows[m].values()]):+.2f}")
+            out.append(f"| {m}: {plan['models'][m]['label']} | {n} | " + " | ".join(cells) + " |")
+
+    # per sample
+    samples = sorted(rows.get(inp, {}), key=lambda s: plan["cloud_fraction"][s])
+    fold_of = {s: i for i, f in enumerate(plan["folds"]) for s in f}
+    out += ["", "PSNR (dB, all pixels) per held-out sample (fold in brackets), sorted by cloud fraction:", "",
+            "| model | " + " | ".join(f"{s.replace('oriolac_', '')} ({fold_of[s]})" for s in samples) + " |",
+            "|---|" + "---|" * len(samples)]
+    for m in [inp] + models:
+        out.append(f"| {m} | " + " | ".join(f"{_value(rows[m][s], 'all', 'psnr'):.2f}" if s in rows.get(m, {})
+                                             else "-" for s in samples) + " |")
+    out.append("| cloud fraction | " + " | ".join(f"{plan['cloud_fraction'][s]:.2f}" for s in samples) + " |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(DEFAULT_DATA))
@@ -164,7 +372,11 @@ def main(argv=None) -> int:
     ap.add_argument("--ablation-config", default=str(REPO / "models" / "configs" / "ibhfn-small.json"))
     ap.add_argument("--jobs", type=int, default=2, help="ablation runs in parallel (1 thread each)")
     ap.add_argument("--keep-clear-threshold", type=float, default=0.5)
+    ap.add_argument("--cv", metavar="DIR", help="print the tables of a cross-validation folder instead")
     args = ap.parse_args(argv)
+    if args.cv:
+        print(cv_report(args.cv))
+        return 0
     models = []
     if os.path.exists(args.baseline):
         models.append(("DSen2-CR-style baseline (bundled)", args.baseline))
@@ -191,6 +403,18 @@ def main(argv=None) -> int:
     print("PSNR (dB, all pixels) per held-out sample:")
     print()
     print(per_sample_table(ids, rows))
+    print()
+    print("SAR structure under cloud (correlation of output and SAR edge strength in cloudy pixels) and stripe "
+          "index (frame-tied high-frequency anisotropy, ~0 = none), models/ibhfn/evaluate.py; mean over samples:")
+    print()
+    print("| method | edge correlation | stripe index (mean / max abs) |\n|---|---|---|")
+    for name, r in rows.items():
+        edge = [e for e in r.get("edge", []) if np.isfinite(e)]
+        st = r.get("stripes", [])
+        if not edge:
+            continue
+        print(f"| {name} | {np.mean(edge):.3f} | " + (f"{np.mean(st):+.2f} / {np.max(np.abs(st)):.2f}" if st else "-")
+              + " |")
     return 0
 
 

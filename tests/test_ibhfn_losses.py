@@ -66,3 +66,63 @@ def test_total_loss_logs_every_term_and_backprops():
     loss.backward()
     assert pred.grad is not None and clear.grad is not None
     assert float(clear.grad[1].abs().sum()) == 0.0  # sample without a mask gets no gate loss
+
+
+# ------------------------------------------------------------------------------------------
+# 2.0: sharpness forms that do not reward stripes, gate targets
+
+
+def _textured(seed=0, b=4, size=64):
+    """Smooth random texture with edges (a stand-in for land cover)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, 13, size // 8, size // 8, generator=g)
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="nearest")
+    return blur(x, 3, 0.7) * 0.3
+
+
+def test_ratio_sharpness_rewards_stripes_the_new_forms_do_not():
+    """Where the output cannot know the target's detail (here: it is a blurred target), adding a
+    period-2 vertical stripe lowers the 1.x ratio term: the origin of the 1.x stripes."""
+    from skyclear.models.ibhfn.losses import sharpness
+    target = _textured()
+    pred = blur(target, 5, 2.0)
+    stripe = 0.003 * (-1.0) ** torch.arange(64).view(1, 1, 1, 64)
+    assert float(sharpness(pred + stripe, target, "ratio")) < float(sharpness(pred, target, "ratio"))
+    for mode in ("nce", "l1"):
+        assert float(sharpness(pred + stripe, target, mode)) > float(sharpness(pred, target, mode)), mode
+
+
+def test_nce_sharpness_prefers_the_sharp_target_and_backprops():
+    from skyclear.models.ibhfn.losses import contrastive_sharpness_nce
+    target = _textured(1)
+    exact = float(contrastive_sharpness_nce(target, target))
+    blurred = float(contrastive_sharpness_nce(blur(target, 5, 2.0), target))
+    shuffled = float(contrastive_sharpness_nce(target.flip(0), target))
+    assert exact < blurred and exact < shuffled
+    pred = blur(target).requires_grad_(True)
+    contrastive_sharpness_nce(pred, target).backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all() and float(pred.grad.abs().sum()) > 0
+
+
+def test_gate_targets():
+    from skyclear.models.ibhfn.losses import gate_target_for, reliability_target
+    target = torch.full((2, 13, 16, 16), 0.1)
+    cloudy = target.clone()
+    cloudy[:, :, :, 8:] += 0.3          # right half: cloud
+    cloudy[1] += 0.04                    # sample 1: haze everywhere, missed by the mask
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[:, :, :, 8:] = 1
+    has = torch.tensor([1.0, 1.0])
+    rel = reliability_target(cloudy, target, tau=0.03)
+    assert rel.shape == (2, 1, 16, 16)
+    assert float(rel[0, 0, :, :4].min()) > 0.99 and float(rel[0, 0, :, 12:].max()) < 0.01
+    assert float(rel[1, 0, :, :4].max()) < 0.3     # haze is not "copy me", unlike the mask target
+    clear_m, w_m = gate_target_for("mask", cloudy, target, mask, has)
+    assert float(clear_m[1, 0, :, :4].min()) == 1.0 and torch.equal(w_m, has)
+    clear_r, w_r = gate_target_for("reliability", cloudy, target, mask, torch.tensor([0.0, 1.0]))
+    assert torch.equal(clear_r, rel) and torch.equal(w_r, torch.ones(2))  # no mask needed
+    assert gate_target_for("none", cloudy, target, mask, has) is None
+    with pytest.raises(ValueError):
+        gate_target_for("haze", cloudy, target, mask, has)
+    with pytest.raises(ValueError, match="sharp_mode"):
+        LossSchedule(sharp_mode="laplace")

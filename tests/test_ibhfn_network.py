@@ -131,3 +131,94 @@ def test_build_model_from_config():
     m = build_model("ibhfn", {"model": {"width": 4, "depth": 3, "gating": False}})
     assert isinstance(m, IBHFN) and m.size_multiple == 8 and m.gate is None
     assert isinstance(build_model("dsen2cr", {"model": {"width": 8, "blocks": 1}}), DSen2CR)
+
+
+# ------------------------------------------------------------------------------------------
+# 2.0 options: bottleneck placement, SAR skips, clear path, upsampling
+
+
+def test_bottleneck_on_every_sar_path():
+    torch.manual_seed(0)
+    model = IBHFN(width=4, depth=2, bottleneck="all")
+    assert len(model.skip_bottlenecks) == 2
+    opt, sar = torch.rand(2, 13, 16, 16), torch.rand(2, 2, 16, 16)
+    restored, _, kl = model(opt, sar)
+    assert set(model.kl_terms) == {"deep", "skip0", "skip1"}
+    assert float(kl) == pytest.approx(float(sum(model.kl_terms.values())) / 3, rel=1e-5)
+    (restored.mean() + kl).backward()
+    for vb in model.skip_bottlenecks:
+        assert vb.mu.weight.grad is not None and vb.logvar.weight.grad is not None
+    # eval: z = mu on every path, deterministic; the SAR skips really pass the bottleneck
+    model.eval()
+    with torch.no_grad():
+        a, b = model(opt, sar)[0], model(opt, sar)[0]
+        assert torch.equal(a, b)
+        for vb in model.skip_bottlenecks:
+            vb.mu.weight.zero_()
+            vb.mu.bias.zero_()
+        c = model(opt, sar)[0]
+    assert not torch.allclose(a, c)
+
+
+def test_deep_bottleneck_leaves_skips_unconstrained_and_bool_compat():
+    assert IBHFN(width=4, bottleneck=True).bottleneck == "deep"
+    assert IBHFN(width=4, bottleneck=False).bottleneck == "none"
+    deep = IBHFN(width=4, bottleneck="deep")
+    assert len(deep.skip_bottlenecks) == 0
+    deep(torch.rand(1, 13, 16, 16), torch.rand(1, 2, 16, 16))
+    assert set(deep.kl_terms) == {"deep"}
+    with pytest.raises(ValueError):
+        IBHFN(width=4, bottleneck="everywhere")
+
+
+def test_without_sar_skips_sar_reaches_decoder_only_through_the_fusion():
+    torch.manual_seed(0)
+    model = IBHFN(width=4, depth=2, sar_skips=False, gating=False).eval()
+    assert model.decoder.ups[0]["merge"][0].in_channels == 2 * 8
+    opt, sar = torch.rand(1, 13, 16, 16), torch.rand(1, 2, 16, 16)
+    with torch.no_grad():
+        fo, fs = model.opt_encoder(opt), model.sar_encoder(sar)
+        fused, _ = model.sibf(fo[-1], fs[-1])
+        junk = [torch.randn_like(f) for f in fs]  # the decoder must ignore the SAR skip features
+        assert torch.allclose(model.decoder(fused, fo, fs), model.decoder(fused, fo, junk))
+
+
+@pytest.mark.parametrize("path", ["affine", "residual"])
+def test_clear_path_is_identity_at_init_then_learns_a_correction(path):
+    torch.manual_seed(0)
+    model = IBHFN(width=4, depth=2, clear_path=path)
+    opt, sar = torch.rand(2, 13, 16, 16), torch.rand(2, 2, 16, 16)
+    ref = IBHFN(width=4, depth=2)
+    ref.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("clear_head")})
+    model.eval(), ref.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(opt, sar)[0], ref(opt, sar)[0], atol=1e-6)
+    # a global haze on the clear path can be learnt: fit restored = optical - 0.05 where the gate is open
+    model.train()
+    optim = torch.optim.Adam(model.clear_head.parameters(), lr=1e-2)
+    for _ in range(60):
+        restored, m, _ = model(opt, sar)
+        loss = ((restored - (opt - 0.05)) ** 2 * m.detach()).mean()
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    assert float(model.clear_head.weight.abs().sum()) > 0
+    assert float(loss) < 0.5 * float((((ref.train()(opt, sar)[0] - (opt - 0.05)) ** 2) * m.detach()).mean())
+
+
+def test_bilinear_upsampling_and_unknown_options_fail_clearly():
+    model = IBHFN(width=4, depth=2, upsample="bilinear")
+    assert model(torch.rand(1, 13, 16, 16), torch.rand(1, 2, 16, 16))[0].shape == (1, 13, 16, 16)
+    with pytest.raises(ValueError, match="upsample"):
+        IBHFN(width=4, upsample="cubic")
+    with pytest.raises(ValueError, match="clear_path"):
+        IBHFN(width=4, clear_path="copy")
+    with pytest.raises(ValueError, match="unknown ibhfn model option"):
+        build_model("ibhfn", {"model": {"width": 4, "widht": 8}})
+
+
+def test_old_state_dict_loads_into_default_network():
+    """1.x checkpoints (and the shipped model's weights) keep loading: default options = 1.x graph."""
+    old_keys = set(IBHFN(width=4, depth=2).state_dict())
+    assert {"sibf.mu.weight", "sibf.logvar.weight", "skip.weight", "decoder.out.weight"} <= old_keys
+    assert not any(k.startswith(("skip_bottlenecks", "clear_head")) for k in old_keys)

@@ -40,15 +40,17 @@ def test_cloud_probability_is_complement():
     assert np.allclose(cloud_probability(np.array([0.0, 0.25, 1.0, 1.5])), [1.0, 0.75, 0.0, 0.0])
 
 
-def _tiny_onnx(tmp_path, gating=True):
+def _tiny_onnx(tmp_path, gating=True, **options):
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
     from skyclear.models.common.onnx_export import export_with_card
     from skyclear.models.ibhfn.network import IBHFN
     from skyclear.models.ibhfn.trainer import build_card
     torch.manual_seed(0)
-    model = IBHFN(width=4, depth=2, gating=gating)
-    config = {"kind": "ibhfn", "name": "t", "model": {"width": 4, "depth": 2, "gating": gating}}
+    model = IBHFN(width=4, depth=2, gating=gating, **options)
+    if options.get("clear_path") in ("affine", "residual"):  # a non-trivial (non-zero) correction head
+        torch.nn.init.normal_(model.clear_head.weight, std=0.05)
+    config = {"kind": "ibhfn", "name": "t", "model": dict({"width": 4, "depth": 2, "gating": gating}, **options)}
     path = str(tmp_path / "t.onnx")
     diff = export_with_card(model, {"optical": torch.rand(1, 13, 16, 16), "sar": torch.rand(1, 2, 16, 16)},
                             ["restored", "clear_probability"], build_card(config, {"step": 0}, {}), path)
@@ -76,6 +78,31 @@ def test_processor_runs_onnx_and_pads(tmp_path):
     assert np.abs(out["restored"] - want[0].numpy()).max() < 1e-4
     odd = proc({k: v[:1, :, :30, :29] for k, v in inputs.items()}, [(0, 0)])  # not a multiple of 4
     assert odd["restored"].shape == (1, 13, 30, 29) and odd["clear_probability"].shape == (1, 1, 30, 29)
+
+
+@pytest.mark.parametrize("options", [{"bottleneck": "all", "clear_path": "affine"},
+                                     {"bottleneck": "deep", "sar_skips": False, "clear_path": "residual",
+                                      "upsample": "bilinear"}], ids=["all-affine", "noskips-residual-bilinear"])
+def test_processor_runs_2x_architectures(tmp_path, options):
+    """The 2.x network options export to ONNX with a valid card and run in the plugin's processor,
+    including tiles that are not a multiple of the size multiple (padded and cropped back)."""
+    ort = pytest.importorskip("onnxruntime")
+    torch = pytest.importorskip("torch")
+    from skyclear.plugin.core.model_card import read_card
+    model, path = _tiny_onnx(tmp_path, **options)
+    card = read_card(path)
+    assert card.size_multiple == 4 and [o.name for o in card.outputs] == ["restored", "clear_probability"]
+    assert ("every SAR path" in card.description) == (options["bottleneck"] == "all")
+    proc = SarCloudRemovalProcessor(ort.InferenceSession(path, providers=["CPUExecutionProvider"]), card)
+    rng = np.random.default_rng(1)
+    inputs = {"optical": rng.random((2, 13, 40, 40), dtype=np.float32),
+              "sar": rng.random((2, 2, 40, 40), dtype=np.float32)}
+    out = proc(inputs, [(0, 0), (0, 40)])
+    with torch.no_grad():
+        want = model(torch.from_numpy(inputs["optical"]), torch.from_numpy(inputs["sar"]))
+    assert np.abs(out["restored"] - want[0].numpy()).max() < 1e-4
+    odd = proc({k: v[:1, :, :37, :30] for k, v in inputs.items()}, [(0, 0)])
+    assert odd["restored"].shape == (1, 13, 37, 30) and np.isfinite(odd["restored"]).all()
 
 
 def test_processor_rejects_wrong_task(tmp_path):

@@ -98,21 +98,35 @@ def test_few_training_steps_reduce_loss_on_real_data():
     assert losses[-1] < losses[0]
 
 
+# the 2.0 recipe on the tiny network: every new option on (bottleneck on all SAR paths, affine clear
+# path, reliability gate target, InfoNCE sharpness, harder composites, extra sources)
+RECIPE_2 = ["--set", 'model.bottleneck="all"', "--set", 'model.clear_path="affine"',
+            "--set", 'loss.gate_target="reliability"', "--set", 'loss.sharp_mode="nce"', "--set", "synthetic_p=0.5",
+            "--set", "composite={}", "--set", "extra_p=0.5", "--set", "real_extra_p=0.2",
+            "--set", 'extra={"clear": ["bigearthnet", "ssl4eo"], "real": ["ssl4eo"], "cloud_layers": ["sen12mscr_ts"]}']
+
+
 @needs_data
-@pytest.mark.parametrize("kind", ["ibhfn", "dsen2cr"])
-def test_train_resume_and_export_tiny(kind, tmp_path):
+@pytest.mark.parametrize("kind,recipe", [("ibhfn", []), ("dsen2cr", []), ("ibhfn", RECIPE_2)],
+                         ids=["ibhfn", "dsen2cr", "ibhfn-recipe2"])
+def test_train_resume_and_export_tiny(kind, recipe, tmp_path):
     from skyclear.models import export as export_cli
     from skyclear.models import train as train_cli
     from skyclear.plugin.core.model_card import read_card
     run = tmp_path / "run"
     argv = [kind, "--config", str(CONFIGS / f"{kind}-tiny.json"), "--data", str(DATA), "--out", str(run),
-            "--quiet", "--set", "steps=3", "--device", "cpu"]
+            "--quiet"] + recipe + ["--set", "steps=3", "--device", "cpu"]
     assert train_cli.main(argv) == 0
     assert (run / "checkpoints" / "last.pt").exists()
     logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert {"loss_l1", "loss_ssim", "loss_sam", "loss_sharp", "loss_kl", "w_kl"} <= set().union(*logged)
     config = json.loads((run / "config.json").read_text())
     assert not set(config["split"]["train"]) & set(splits.HELDOUT)
+    if recipe:
+        assert {"kl_deep", "kl_skip0", "kl_skip1", "loss_gate", "clear_prob_mean"} <= set().union(*logged)
+        used = config["split"]["extra_used"]
+        assert len(used["clear"]) == 7 and used["real"] and len(used["cloud_layers"]) >= 10
+        assert config["split"]["extra_dropped_for_overlap"] == []
     assert train_cli.main(argv[:-4] + ["--set", "steps=4", "--device", "cpu"]) == 0  # resumes at 3
     steps = [e["step"] for e in (json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines())
              if "loss" in e]
@@ -139,3 +153,24 @@ def test_train_resume_and_export_tiny(kind, tmp_path):
     with torch.no_grad():
         want = model(torch.from_numpy(opt), torch.from_numpy(sar))
     assert max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want)) < 1e-4
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("ibhfn-*.json")) + sorted(CONFIGS.glob("dsen2cr-*.json")),
+                         ids=lambda p: p.stem)
+def test_configs_use_known_keys_and_build(path):
+    """Every IB-HFN/baseline config: known keys only (a typo would be silently ignored) and it builds."""
+    from skyclear.models.ibhfn.network import build_model
+    from skyclear.models.ibhfn.trainer import check_config_keys
+    config = json.loads(path.read_text())
+    check_config_keys(config, path.name)
+    assert config["kind"] in ("ibhfn", "dsen2cr") and path.stem.startswith(config["kind"])
+    build_model(config["kind"], config)
+    LossSchedule(**config.get("loss", {}))
+
+
+def test_config_typos_fail_clearly():
+    from skyclear.models.ibhfn.trainer import check_config_keys
+    for bad, name in (({"stpes": 3}, "'stpes'"), ({"composite": {"opacity_": [0, 1]}}, "composite.opacity_"),
+                      ({"extra": {"clear_pairs": []}}, "extra.clear_pairs"), ({"loss": {"gate": "mask"}}, "loss.gate")):
+        with pytest.raises(SystemExit, match=name):
+            check_config_keys(bad)

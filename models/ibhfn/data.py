@@ -88,10 +88,12 @@ class SampleFiles:
 
 @dataclass
 class Sample:
-    """One triplet in network units: sar (2,H,W), cloudy/clear (13,H,W), mask (1,H,W) or None."""
+    """One triplet in network units: sar (2,H,W), cloudy/clear (13,H,W), mask (1,H,W) or None.
+    Extra training sources (``sources.py``) leave out what they lack: ``cloudy`` for clear
+    S1+S2 pairs, ``sar`` for cloud layers."""
     id: str
-    sar: np.ndarray
-    cloudy: np.ndarray
+    sar: Optional[np.ndarray]
+    cloudy: Optional[np.ndarray]
     clear: np.ndarray
     mask: Optional[np.ndarray]
 
@@ -159,16 +161,99 @@ def composite_cloud(clear: np.ndarray, cloud_src_cloudy: np.ndarray, cloud_src_c
     return cloudy.astype(np.float32), cloud_src_mask.astype(np.float32)
 
 
+# band centre wavelengths (nm), SEN12MS order; haze optical depth ~ wavelength^-1.3 (Angstrom)
+_WAVELENGTHS = np.array([443, 490, 560, 665, 705, 740, 783, 842, 865, 945, 1375, 1610, 2190], np.float32)
+HAZE_SPECTRUM = (_WAVELENGTHS / 490.0) ** -1.3
+HAZE_SPECTRUM[10] = 0.05  # B10 (1375 nm) sees only high cirrus, not low haze
+
+COMPOSITE_DEFAULTS = {
+    "model": "transmission",       # or "additive" (1.x: background + cloud excess)
+    "opacity": [0.5, 1.3],         # the cloud layer's excess is scaled by U(lo, hi)
+    "opaque_at": 0.25,             # visible excess (reflectance) at which a cloud hides the ground
+    "jitter_p": 0.6,               # probability to alter the background of the input (target unchanged)
+    "gain_jitter": 0.08,           # global gain U(1 +- j), per band +- j/3 around it
+    "offset_jitter": 0.01,         # per-band offset U(+- o) (reflectance)
+    "haze_p": 0.5, "haze_max": 0.06,   # smooth haze, blue-heavy spectrum, up to this in B2
+    "shadow_p": 0.5, "shadow_strength": [0.2, 0.6], "shadow_shift": [4, 16],
+}
+
+
+def _smooth_field(shape, rng: np.random.Generator, cells: int = 4) -> np.ndarray:
+    """Low-frequency random field in [0, 1] (bilinear upsampling of a coarse random grid)."""
+    from scipy.ndimage import zoom
+    h, w = shape
+    coarse = rng.random((cells + 1, cells + 1)).astype(np.float32)
+    f = zoom(coarse, (h / (cells + 1), w / (cells + 1)), order=1, mode="nearest")[:h, :w]
+    if f.shape != (h, w):
+        f = np.pad(f, ((0, h - f.shape[0]), (0, w - f.shape[1])), mode="edge")
+    return f
+
+
+def composite_cloud_v2(background: np.ndarray, layer_cloudy: np.ndarray, layer_clear: np.ndarray,
+                       layer_mask: Optional[np.ndarray], rng: np.random.Generator, opts: Optional[Dict] = None):
+    """Synthetic cloudy input over the clear ``background`` (training only). Returns (cloudy, mask).
+
+    The cloud layer of a real cloudy/clear pair (excess = cloudy - clear, scaled by a random
+    opacity) is laid over the background; with ``model="transmission"`` opaque parts (visible
+    excess >= ``opaque_at``) show the layer's own cloud and thin parts the background plus the
+    excess, i.e. cloudy = layer_cloudy' + (1 - alpha) * (background - layer_clear).
+    The background of the *input* may also get a global gain/offset, a smooth haze and the
+    cloud's shadow, so that copying the input is not right outside the pasted cloud either.
+    ``mask`` (1, H, W) = pixels with cloud (alpha > 0.05) or shadow (> 0.05).
+    """
+    o = dict(COMPOSITE_DEFAULTS, **(opts or {}))
+    excess = np.clip(layer_cloudy - layer_clear, 0.0, None)
+    if layer_mask is not None:  # s2cloudless mask of the layer: keep its excess inside only (1.x)
+        excess = excess * layer_mask
+    excess = excess * float(rng.uniform(*o["opacity"]))
+    alpha = np.clip(excess[1:4].mean(0, keepdims=True) / float(o["opaque_at"]), 0.0, 1.0)
+    bg = background.copy()
+    c = bg.shape[0]
+    if rng.random() < o["jitter_p"]:
+        g0 = rng.uniform(1 - o["gain_jitter"], 1 + o["gain_jitter"])
+        gain = g0 * (1 + rng.uniform(-o["gain_jitter"] / 3, o["gain_jitter"] / 3, (c, 1, 1)))
+        offset = rng.uniform(-o["offset_jitter"], o["offset_jitter"], (c, 1, 1))
+        bg = bg * gain.astype(np.float32) + offset.astype(np.float32)
+    if rng.random() < o["haze_p"]:
+        strength = float(rng.uniform(0, o["haze_max"]))
+        spectrum = HAZE_SPECTRUM[:c, None, None] if c == len(HAZE_SPECTRUM) else np.ones((c, 1, 1), np.float32)
+        bg = bg + strength * spectrum * _smooth_field(bg.shape[1:], rng)[None]
+    if o["model"] == "additive":
+        cloudy = bg + excess
+    elif o["model"] == "transmission":
+        cloudy = (layer_clear + excess) + (1 - alpha) * (bg - layer_clear)
+    else:
+        raise ValueError(f"composite model must be 'additive' or 'transmission', got {o['model']!r}")
+    shadow = np.zeros_like(alpha)
+    if rng.random() < o["shadow_p"]:
+        from scipy.ndimage import gaussian_filter
+        lo, hi = o["shadow_shift"]
+        dy, dx = (int(rng.integers(lo, hi + 1)) * (1 if rng.random() < 0.5 else -1) for _ in range(2))
+        shifted = np.roll(alpha[0], (dy, dx), axis=(0, 1))
+        shadow = (float(rng.uniform(*o["shadow_strength"])) * gaussian_filter(shifted, 2.0) * (1 - alpha[0]))[None]
+        cloudy = cloudy * (1 - shadow)
+    mask = ((alpha > 0.05) | (shadow > 0.05)).astype(np.float32)
+    return np.clip(cloudy, 0.0, 1.0).astype(np.float32), mask
+
+
 class TripletDataset:
     """Random crops of triplets, indexed by a global example counter so that batches depend
     only on (seed, index): deterministic, resumable and independent of DataLoader workers.
+
+    With ``synthetic_p`` an example is a synthetic composite: a clear background (a training
+    triplet's clear image with its S1, or with probability ``extra_p`` an extra clear S1+S2
+    pair) under the cloud layer of another training triplet or of an extra cloud-layer pair
+    (``extra['cloud_layers']``). ``composite`` (options of ``composite_cloud_v2``) switches
+    from the 1.x additive paste (``composite_cloud``) to the harder composites. Real examples
+    are training triplets, or with probability ``real_extra_p`` an extra real triplet.
 
     Sample arrays are loaded lazily and cached (fine for the 15 shared samples; for the full
     dataset set ``cache=False`` and use DataLoader workers).
     """
 
     def __init__(self, files: Sequence[SampleFiles], crop: int, seed: int = 0, synthetic_p: float = 0.0,
-                 augment: bool = True, cache: bool = True):
+                 augment: bool = True, cache: bool = True, extra: Optional[Dict[str, List[Sample]]] = None,
+                 composite: Optional[Dict] = None, extra_p: float = 0.0, real_extra_p: float = 0.0):
         if not files:
             raise ValueError("no training samples")
         self.files = list(files)
@@ -177,6 +262,10 @@ class TripletDataset:
         self.synthetic_p = synthetic_p
         self.augment = augment
         self.cache = cache
+        self.extra = {k: list(v) for k, v in (extra or {}).items() if v}
+        self.composite = composite
+        self.extra_p = extra_p if self.extra.get("clear") else 0.0
+        self.real_extra_p = real_extra_p if self.extra.get("real") else 0.0
         self._cache: Dict[int, Sample] = {}
 
     def sample(self, i: int) -> Sample:
@@ -195,10 +284,21 @@ class TripletDataset:
         n = len(self.files)
         i = int(rng.integers(0, n))
         s = self.sample(i)
+        if self.composite is None and not self.extra:
+            arrays, has_mask = self._example_v1(s, i, n, rng)
+        else:
+            arrays, has_mask = self._example_v2(s, i, n, rng)
+        if self.augment:
+            arrays = random_dihedral(arrays, rng)
+        sar, cloudy, clear, mask = (np.ascontiguousarray(a, dtype=np.float32) for a in arrays)
+        return {"sar": sar, "optical": cloudy, "target": clear, "mask": mask,
+                "has_mask": np.float32(has_mask)}
+
+    def _example_v1(self, s: Sample, i: int, n: int, rng):
+        """1.x: a triplet crop, or (``synthetic_p``) its clear image + another triplet's cloud excess."""
         mask = s.mask if s.mask is not None else np.zeros((1,) + s.clear.shape[1:], np.float32)
         has_mask = float(s.mask is not None)
-        arrays = [s.sar, s.cloudy, s.clear, mask]
-        arrays = random_crop(arrays, self.crop, rng)
+        arrays = random_crop([s.sar, s.cloudy, s.clear, mask], self.crop, rng)
         if n > 1 and rng.random() < self.synthetic_p:
             j = int(rng.integers(0, n - 1))
             j = j + 1 if j >= i else j  # a different sample gives the cloud layer
@@ -209,11 +309,33 @@ class TripletDataset:
                                            src_arrays[2] if len(src_arrays) > 2 else None)
             arrays = [arrays[0], cloudy, arrays[2], mask]
             has_mask = 1.0
-        if self.augment:
-            arrays = random_dihedral(arrays, rng)
-        sar, cloudy, clear, mask = (np.ascontiguousarray(a, dtype=np.float32) for a in arrays)
-        return {"sar": sar, "optical": cloudy, "target": clear, "mask": mask,
-                "has_mask": np.float32(has_mask)}
+        return arrays, has_mask
+
+    def _example_v2(self, s: Sample, i: int, n: int, rng):
+        layers = [("triplet", j) for j in range(n) if j != i] + \
+                 [("extra", k) for k in range(len(self.extra.get("cloud_layers", [])))]
+        if layers and rng.random() < self.synthetic_p:
+            if rng.random() < self.extra_p:
+                bg = self.extra["clear"][int(rng.integers(0, len(self.extra["clear"])))]
+            else:
+                bg = s
+            sar, clear = random_crop([bg.sar, bg.clear], self.crop, rng)
+            kind, j = layers[int(rng.integers(0, len(layers)))]
+            src = self.sample(j) if kind == "triplet" else self.extra["cloud_layers"][j]
+            src_arrays = random_crop([src.cloudy, src.clear] + ([src.mask] if src.mask is not None else []),
+                                     self.crop, rng)
+            if self.composite is None:
+                cloudy, mask = composite_cloud(clear, src_arrays[0], src_arrays[1],
+                                               src_arrays[2] if len(src_arrays) > 2 else None)
+            else:
+                cloudy, mask = composite_cloud_v2(clear, src_arrays[0], src_arrays[1],
+                                                  src_arrays[2] if len(src_arrays) > 2 else None, rng,
+                                                  self.composite)
+            return [sar, cloudy, clear, mask], 1.0
+        if rng.random() < self.real_extra_p:
+            s = self.extra["real"][int(rng.integers(0, len(self.extra["real"])))]
+        mask = s.mask if s.mask is not None else np.zeros((1,) + s.clear.shape[1:], np.float32)
+        return random_crop([s.sar, s.cloudy, s.clear, mask], self.crop, rng), float(s.mask is not None)
 
 
 class StepSampler:

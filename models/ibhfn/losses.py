@@ -2,6 +2,25 @@
 with the dynamic weighting schedule (warm-up ramps for beta and the perceptual terms).
 
 All images are (B, C, H, W) in network units (reflectance in [0, 1] for S2).
+
+Contrastive sharpness comes in three forms (``sharp_mode``):
+- ``"ratio"`` (1.x): L1(hp(pred), hp(target)) / L1(hp(pred), hp(blur(target))). Its
+  denominator grows with *any* high-frequency energy of the output, so where the target is
+  unpredictable (under thick cloud) the cheapest way to lower it is a pixel-period pattern:
+  adding a period-2 vertical stripe of 10-40 DN to the 1.1.0 model's outputs lowers the total
+  training loss on 11 of the 15 triplets. This is where the vertical stripes came from.
+- ``"nce"``: patch-wise InfoNCE on *normalised* high-pass patches: each output patch must be
+  closer (cosine) to its own target patch than to the other target patches of the batch.
+  Being scale-free and without a "blurred" negative, extra uncorrelated energy (stripes,
+  noise) only lowers the positive similarity, so it is never rewarded; sharper edges in the
+  right places raise it.
+- ``"l1"``: plain L1 between high-pass responses (no negatives).
+
+Gate supervision (``gate_target``): ``"mask"`` (1.x: clear = 1 - s2cloudless mask; teaches
+the gate to copy haze the mask misses and, on composites, anything outside the pasted
+cloud), ``"reliability"`` (clear = exp(-mean_band|cloudy - target| / tau), smoothed: copy
+only where copying is actually close to the target), ``"none"`` (no gate loss; m learns
+from the reconstruction alone).
 """
 from __future__ import annotations
 
@@ -61,6 +80,69 @@ def contrastive_sharpness(pred: torch.Tensor, target: torch.Tensor, eps: float =
     return pos / (neg + eps)
 
 
+def _patches(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B * n_patches, C * size * size), non-overlapping patches."""
+    b, c = x.shape[:2]
+    p = F.unfold(x, kernel_size=size, stride=size)          # (B, C*s*s, N)
+    return p.transpose(1, 2).reshape(-1, c * size * size)
+
+
+def contrastive_sharpness_nce(pred: torch.Tensor, target: torch.Tensor, patch: int = 16, tau: float = 0.1,
+                              blur_negative: bool = False, eps: float = 1e-4) -> torch.Tensor:
+    """InfoNCE over high-pass patches: each output patch's positive is the target's patch at the
+    same place, its negatives the target's other patches in the batch (and, with
+    ``blur_negative``, the blurred target's patch). Cosine similarities, temperature ``tau``;
+    returns the mean cross-entropy (log of the patch count = no information).
+
+    The blurred-target negative is off by default: like the 1.x ratio it makes *any* detail
+    that does not look blurred, stripes included, better than honest blur where the target is
+    unknown (``test_ratio_sharpness_rewards_stripes_the_new_forms_do_not``)."""
+    patch = min(patch, pred.shape[-1], pred.shape[-2])
+    norm = lambda v: v / (v.norm(dim=1, keepdim=True) + eps)  # noqa: E731
+    p = norm(_patches(high_pass(pred), patch))
+    t = norm(_patches(high_pass(target), patch)).detach()
+    logits = p @ t.t() / tau                                  # (N, N): diagonal = positives
+    if blur_negative:
+        bl = norm(_patches(high_pass(blur(target)), patch)).detach()
+        logits = torch.cat([logits, (p * bl).sum(1, keepdim=True) / tau], 1)
+    labels = torch.arange(p.shape[0], device=p.device)
+    return F.cross_entropy(logits, labels)
+
+
+def sharpness(pred: torch.Tensor, target: torch.Tensor, mode: str = "ratio", **kw) -> torch.Tensor:
+    """The sharpness term in one of ``SHARP_MODES`` (see the module docstring)."""
+    if mode == "ratio":
+        return contrastive_sharpness(pred, target)
+    if mode == "nce":
+        return contrastive_sharpness_nce(pred, target, **kw)
+    if mode == "l1":
+        return F.l1_loss(high_pass(pred), high_pass(target))
+    raise ValueError(f"sharp_mode must be one of {SHARP_MODES}, got {mode!r}")
+
+
+SHARP_MODES = ("ratio", "nce", "l1")
+GATE_TARGETS = ("mask", "reliability", "none")
+
+
+def reliability_target(cloudy: torch.Tensor, target: torch.Tensor, tau: float = 0.03) -> torch.Tensor:
+    """Where copying the input is close to the target: exp(-mean_band |cloudy - target| / tau),
+    Gaussian-smoothed (5x5, sigma 1.5), shape (B, 1, H, W), in (0, 1]."""
+    err = (cloudy - target).abs().mean(1, keepdim=True)
+    return torch.exp(-blur(err) / tau).detach()
+
+
+def gate_target_for(mode: str, cloudy: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                    has_mask: torch.Tensor, tau: float = 0.03):
+    """(soft clear-sky target (B, 1, H, W), per-sample weight (B,)) for ``mode``, or None for "none"."""
+    if mode == "none":
+        return None
+    if mode == "mask":
+        return 1.0 - mask, has_mask
+    if mode == "reliability":
+        return reliability_target(cloudy, target, tau), torch.ones_like(has_mask)
+    raise ValueError(f"gate_target must be one of {GATE_TARGETS}, got {mode!r}")
+
+
 def ramp(step: int, warmup: int, delay: int = 0, shape: str = "linear") -> float:
     """0 until ``delay``, then ramps to 1 over ``warmup`` steps (linear or cosine), then 1."""
     if step < delay:
@@ -80,10 +162,24 @@ class LossSchedule:
     reconstruction."""
 
     def __init__(self, weights: Optional[Dict[str, float]] = None, warmup: int = 500, delay: int = 0,
-                 shape: str = "linear", kl_warmup: Optional[int] = None):
+                 shape: str = "linear", kl_warmup: Optional[int] = None, sharp_mode: str = "ratio",
+                 sharp_patch: int = 16, sharp_tau: float = 0.1, sharp_blur_negative: bool = False,
+                 gate_target: str = "mask", gate_tau: float = 0.03):
         self.weights = dict(DEFAULT_WEIGHTS, **(weights or {}))
         self.warmup, self.delay, self.shape = warmup, delay, shape
         self.kl_warmup = warmup if kl_warmup is None else kl_warmup
+        if sharp_mode not in SHARP_MODES:
+            raise ValueError(f"loss.sharp_mode must be one of {SHARP_MODES}, got {sharp_mode!r}")
+        if gate_target not in GATE_TARGETS:
+            raise ValueError(f"loss.gate_target must be one of {GATE_TARGETS}, got {gate_target!r}")
+        self.sharp_mode, self.sharp_patch, self.sharp_tau = sharp_mode, sharp_patch, sharp_tau
+        self.sharp_blur_negative = sharp_blur_negative
+        self.gate_target, self.gate_tau = gate_target, gate_tau
+
+    def sharp_options(self) -> Dict:
+        return {"mode": self.sharp_mode, **({"patch": self.sharp_patch, "tau": self.sharp_tau,
+                                            "blur_negative": self.sharp_blur_negative}
+                                           if self.sharp_mode == "nce" else {})}
 
     def __call__(self, step: int) -> Dict[str, float]:
         r = ramp(step, self.warmup, self.delay, self.shape)
@@ -97,13 +193,17 @@ class LossSchedule:
 
 def total_loss(pred: torch.Tensor, target: torch.Tensor, kl: torch.Tensor, weights: Dict[str, float],
                clear_prob: Optional[torch.Tensor] = None, cloud_mask: Optional[torch.Tensor] = None,
-               has_mask: Optional[torch.Tensor] = None):
-    """Weighted sum and the dict of every (unweighted) term, as floats for logging."""
+               has_mask: Optional[torch.Tensor] = None, sharp: Optional[Dict] = None):
+    """Weighted sum and the dict of every (unweighted) term, as floats for logging.
+
+    Gate supervision: BCE of ``clear_prob`` against the clear-sky target ``1 - cloud_mask``
+    (``cloud_mask`` may be soft, e.g. ``1 - reliability_target``), per sample weighted by
+    ``has_mask``. ``sharp``: options of ``sharpness`` (default: the 1.x ratio form)."""
     terms = {
         "l1": F.l1_loss(pred, target),
         "ssim": 1.0 - ssim(pred, target),
         "sam": sam(pred, target),
-        "sharp": contrastive_sharpness(pred, target),
+        "sharp": sharpness(pred, target, **(sharp or {"mode": "ratio"})),
         "kl": kl,
     }
     if clear_prob is not None and cloud_mask is not None and weights.get("gate", 0) > 0:

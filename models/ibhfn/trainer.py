@@ -6,11 +6,22 @@
 
 Config keys (see ``models/configs/ibhfn-*.json``): ``model`` (network options, see
 ``network.build_model``), ``steps``, ``batch_size``, ``crop``, ``lr``, ``min_lr``,
-``loss`` ({weights, warmup, delay, shape, kl_warmup}), ``synthetic_p`` (probability of a
-synthetic cloud composite per example), ``val_every``, ``log_every``, ``ckpt_every``,
-``keep_every``, ``ema`` (0 = off), ``threads`` (torch threads, 0 = torch default),
-``num_workers``, ``time_budget_min`` (optional wall-clock stop, checkpointed), ``name``,
-``version``, ``tile_size``, ``default_overlap``.
+``loss`` ({weights, warmup, delay, shape, kl_warmup, sharp_mode, sharp_patch, sharp_tau,
+gate_target, gate_tau}, see ``losses``), ``synthetic_p`` (probability of a synthetic cloud
+composite per example), ``composite`` (null = 1.x additive paste, or options of
+``data.composite_cloud_v2``), ``extra`` (null, or {clear, real, cloud_layers, exclude,
+root, l2a_fit}: extra training sources, see ``sources.load_extra``), ``extra_p``
+(probability that a synthetic background is an extra clear pair), ``real_extra_p``
+(probability that a real example is an extra real triplet), ``train_ids`` / ``val_ids`` /
+``test_ids`` (explicit split, e.g. a cross-validation fold; default ``splits.split_ids``),
+``val_every``, ``log_every``, ``ckpt_every``, ``keep_every``, ``ema`` (0 = off),
+``threads`` (torch threads, 0 = torch default), ``num_workers``, ``time_budget_min``
+(optional wall-clock stop, checkpointed), ``name``, ``version``, ``tile_size``,
+``default_overlap``.
+
+Extra sources never show an evaluation triplet's place: every extra sample is checked
+against the run's test and validation triplets (``sources.drop_overlapping``) and dropped
+on a match; the run's ``config.json`` lists what was used and dropped.
 """
 from __future__ import annotations
 
@@ -27,7 +38,7 @@ import torch
 from ..common.run import EMA, RunDir, load_config, pick_device, set_seed
 from . import splits
 from .data import (S1_BANDS, S2_BANDS, StepSampler, TripletDataset, card_bands, find_samples, load_sample)
-from .losses import LossSchedule, total_loss
+from .losses import LossSchedule, gate_target_for, total_loss
 from .network import build_model
 
 DEFAULTS = {
@@ -35,7 +46,26 @@ DEFAULTS = {
     "val_every": 200, "log_every": 10, "ckpt_every": 100, "keep_every": 0, "ema": 0.0, "threads": 0,
     "num_workers": 0, "time_budget_min": 0, "tile_size": 256, "default_overlap": 32, "version": "1.0.0",
     "loss": {"warmup": 500, "delay": 0, "shape": "linear"}, "grad_clip": 1.0,
+    "composite": None, "extra": None, "extra_p": 0.0, "real_extra_p": 0.0,
 }
+
+
+CONFIG_KEYS = set(DEFAULTS) | {"kind", "name", "version", "model", "weight_decay", "train_ids", "val_ids", "test_ids",
+                               "data", "seed", "split"}
+EXTRA_KEYS = {"clear", "real", "cloud_layers", "exclude", "root", "l2a_fit"}
+
+
+def check_config_keys(config: Dict, where: str = "config") -> None:
+    """Fail on keys the trainer would silently ignore (a typo must not change an experiment)."""
+    from .data import COMPOSITE_DEFAULTS
+    problems = [f"'{k}'" for k in config if k not in CONFIG_KEYS and not k.startswith("_")]  # "_x": comments
+    problems += [f"'composite.{k}'" for k in (config.get("composite") or {}) if k not in COMPOSITE_DEFAULTS]
+    problems += [f"'extra.{k}'" for k in (config.get("extra") or {}) if k not in EXTRA_KEYS]
+    import inspect
+    loss_keys = set(inspect.signature(LossSchedule.__init__).parameters) - {"self"}
+    problems += [f"'loss.{k}'" for k in (config.get("loss") or {}) if k not in loss_keys]
+    if problems:
+        raise SystemExit(f"{where}: unknown key(s) {', '.join(problems)}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +91,7 @@ def _config_from_args(args) -> Dict:
             target[p] = dict(target.get(p, {}))
             target = target[p]
         target[parts[-1]] = value
+    check_config_keys(config, args.config or "config")
     config["kind"] = args.kind
     config["data"] = os.path.abspath(args.data)
     config["seed"] = args.seed
@@ -86,13 +117,45 @@ def _collate(items: List[Dict]) -> Dict[str, np.ndarray]:
     return {k: np.stack([it[k] for it in items]) for k in items[0]}
 
 
-def _split(data_dir: str):
+def _split(data_dir: str, config: Optional[Dict] = None):
+    """(train, val, held-out) triplet files: the config's explicit ``train_ids``/``val_ids``/
+    ``test_ids`` (a cross-validation fold) or the fixed split of ``splits``."""
     files = find_samples(data_dir)
     if not files:
         raise SystemExit(f"no SEN12MS-CR triplets found under {data_dir}")
     by_id = {f.id: f for f in files}
-    train_ids, val_ids, held_ids = splits.split_ids(by_id)
+    config = config or {}
+    if config.get("train_ids"):
+        train_ids, val_ids = list(config["train_ids"]), list(config.get("val_ids") or [])
+        held_ids = list(config.get("test_ids") or [])
+        missing = [i for i in train_ids + val_ids + held_ids if i not in by_id]
+        if missing:
+            raise SystemExit(f"triplet id(s) {missing} of the config not found under {data_dir}")
+        overlap = set(train_ids) & (set(val_ids) | set(held_ids))
+        if overlap:
+            raise SystemExit(f"triplet id(s) {sorted(overlap)} are both training and evaluation data")
+    else:
+        train_ids, val_ids, held_ids = splits.split_ids(by_id)
     return [by_id[i] for i in train_ids], [by_id[i] for i in val_ids], [by_id[i] for i in held_ids]
+
+
+def _extra_sources(config: Dict, protected_files) -> Dict:
+    """Extra training sources of the config, minus anything that shows a protected triplet's place."""
+    spec = config.get("extra")
+    if not spec:
+        return {}
+    from .sources import drop_overlapping, load_extra
+    root = spec.get("root") or os.path.dirname(config["data"].rstrip(os.sep))
+    extra = load_extra(root, spec)
+    protected = [load_sample(f) for f in protected_files]
+    log: List = []
+    kept = {k: drop_overlapping(v, protected, log=log) for k, v in extra.items()}
+    config["split"]["extra_used"] = {k: [s.id for s in v] for k, v in kept.items()}
+    config["split"]["extra_dropped_for_overlap"] = sorted(
+        {s.id for k, v in extra.items() for s in v} - {s.id for v in kept.values() for s in v})
+    config["split"]["extra_overlap_max"] = {"nir": max([x[2] for x in log] or [0.0]),
+                                            "sar": max([x[3] for x in log if x[3] is not None] or [0.0])}
+    return kept
 
 
 @torch.no_grad()
@@ -119,9 +182,10 @@ def train(args) -> str:
     run = RunDir(args.out)
     device = pick_device(args.device)
     set_seed(config["seed"])
-    train_files, val_files, held_files = _split(config["data"])
+    train_files, val_files, held_files = _split(config["data"], config)
     config["split"] = {"train": [f.id for f in train_files], "val": [f.id for f in val_files],
                        "heldout_never_used": [f.id for f in held_files]}
+    extra = _extra_sources(config, held_files + val_files)
     state = None if args.no_resume else run.load_checkpoint(map_location=device)
     if state is not None:
         saved = run.config()
@@ -134,6 +198,7 @@ def train(args) -> str:
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config.get("weight_decay", 0.0))
     ema = EMA(model, config["ema"]) if config["ema"] else None
     schedule = LossSchedule(**config["loss"])
+    sharp_options = schedule.sharp_options()
     start, train_seconds = 0, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -142,7 +207,9 @@ def train(args) -> str:
             ema.load_state_dict(state["ema"])
         start, train_seconds = int(state["step"]), float(state.get("train_seconds", 0.0))
     steps, bs = int(config["steps"]), int(config["batch_size"])
-    dataset = TripletDataset(train_files, config["crop"], seed=config["seed"], synthetic_p=config["synthetic_p"])
+    dataset = TripletDataset(train_files, config["crop"], seed=config["seed"], synthetic_p=config["synthetic_p"],
+                             extra=extra, composite=config.get("composite"), extra_p=float(config.get("extra_p") or 0),
+                             real_extra_p=float(config.get("real_extra_p") or 0))
     loader = torch.utils.data.DataLoader(dataset, batch_size=bs, sampler=StepSampler(start * bs, steps * bs),
                                          num_workers=int(config["num_workers"]), collate_fn=_collate)
     val_samples = [load_sample(f) for f in val_files]
@@ -164,8 +231,16 @@ def train(args) -> str:
             g["lr"] = lr
         weights = schedule(step)
         restored, clear_prob, kl = model(b["optical"], b["sar"])
+        gate = gate_target_for(schedule.gate_target, b["optical"], b["target"], b["mask"], b["has_mask"],
+                               schedule.gate_tau) if use_gate else None
         loss, logged = total_loss(restored, b["target"], kl, weights,
-                                  clear_prob if use_gate else None, b["mask"], b["has_mask"])
+                                  clear_prob if gate is not None else None,
+                                  None if gate is None else 1.0 - gate[0], None if gate is None else gate[1],
+                                  sharp=sharp_options)
+        for name, kl_term in (getattr(model, "kl_terms", None) or {}).items():
+            logged[f"kl_{name}"] = float(kl_term.detach())
+        if use_gate:
+            logged["clear_prob_mean"] = float(clear_prob.detach().mean())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.get("grad_clip"):
@@ -186,7 +261,8 @@ def train(args) -> str:
             eval_model = _eval_copy(model, ema)
             metrics = _validate(eval_model, val_samples, device, multiple) if val_samples else {}
             run.log(step, train_seconds=train_seconds, **metrics)
-            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            if metrics:
+                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
             t_last = time.time()
         if step % config["ckpt_every"] == 0 or step == steps or out_of_time:
             _save(run, step, model, optimizer, ema, train_seconds, config)
@@ -235,12 +311,13 @@ def load_trained(run_dir: str, use_ema: bool = True):
 
 
 @torch.no_grad()
-def heldout_metrics(model, data_dir: str) -> Dict:
+def heldout_metrics(model, data_dir: str, heldout: Optional[List[str]] = None) -> Dict:
     """Restoration metrics on the held-out samples (reflectance, clipped to [0, 1], data range 1):
-    over all pixels and over cloudy pixels (cloud_mask == 1), for the model and the cloudy input."""
+    over all pixels and over cloudy pixels (cloud_mask == 1), for the model and the cloudy input.
+    ``heldout``: the run's own held-out ids (its config's split); default ``splits.HELDOUT``."""
     from ...plugin.core.metrics.restoration import restoration_metrics
     files = {f.id: f for f in find_samples(data_dir)}
-    ids = [i for i in splits.HELDOUT if i in files]
+    ids = [i for i in (splits.HELDOUT if heldout is None else heldout) if i in files]
     acc: Dict[str, Dict[str, List[float]]] = {}
     for sid in ids:
         s = load_sample(files[sid])
@@ -259,15 +336,28 @@ def heldout_metrics(model, data_dir: str) -> Dict:
     return out
 
 
+# as reported in ../shared/data/README.md
+_EXTRA_LICENCES = {"bigearthnet": "BigEarthNet (CDLA-Permissive-1.0 reported)", "ssl4eo": "SSL4EO-S12 (CC-BY-4.0)",
+                   "sen12ms_s1s2": "SEN12MS (CC-BY-4.0 reported)", "sen12mscr_ts": "SEN12MS-CR-TS (CC-BY-4.0 reported)"}
+
+
 def build_card(config: Dict, state: Dict, metrics: Optional[Dict], diff: Optional[float] = None) -> Dict:
     kind = config["kind"]
     multiple = 2 ** config.get("model", {}).get("depth", 2) if kind == "ibhfn" else 1
     gating = kind == "ibhfn" and config.get("model", {}).get("gating", True)
     name = config.get("name") or f"{kind}-custom"
     if kind == "ibhfn":
+        mcfg = config.get("model", {})
+        from .network import bottleneck_mode
+        placement = {"deep": "on the deepest SAR features", "all": "on every SAR path that reaches the decoder",
+                     "none": "off (plain concat)"}[bottleneck_mode(mcfg.get("bottleneck", True))]
+        clear = {"identity": "a Dirac-initialised optical skip",
+                 "affine": "a Dirac-initialised optical skip corrected by smooth per-band gain/offset maps",
+                 "residual": "a Dirac-initialised optical skip plus a residual correction head"}[
+            mcfg.get("clear_path", "identity")]
         description = ("IB-HFN SAR-assisted cloud removal: dual-stream SAR/optical encoders, variational "
-                       "information-bottleneck fusion, local-global clear-sky gating with a Dirac-initialised "
-                       "optical skip. Output = m*skip(optical) + (1-m)*decoder(fused).")
+                       f"information bottleneck {placement}, local-global clear-sky gating with {clear}. "
+                       "Output = m*clear_path(optical) + (1-m)*decoder(fused).")
     else:
         description = ("DSen2-CR-style baseline: concat(S1, S2) -> residual blocks -> + S2. Has no cloud "
                        "estimate: clear_probability is a constant 0 (cloud probability 1 everywhere).")
@@ -303,6 +393,8 @@ def build_card(config: Dict, state: Dict, metrics: Optional[Dict], diff: Optiona
             "train_seconds": round(float(state.get("train_seconds", 0.0)), 1),
             "batch_size": config.get("batch_size"), "crop": config.get("crop"),
             "synthetic_cloud_p": config.get("synthetic_p"),
+            "composite": config.get("composite"),
+            "extra_sources": config.get("split", {}).get("extra_used", {}),
             "seed": config.get("seed"), "model": config.get("model", {}), "loss": config.get("loss", {}),
             "metrics": metrics or {},
             "metrics_note": "held-out samples never seen in training/validation; reflectance in [0,1], "
@@ -310,7 +402,10 @@ def build_card(config: Dict, state: Dict, metrics: Optional[Dict], diff: Optiona
                             "'cloudy' = pixels with cloud_mask == 1",
             "onnx_vs_torch_max_abs_diff": diff,
         },
-        "license": "CC-BY-4.0 (trained on SEN12MS-CR samples, contains modified Copernicus Sentinel data)",
+        "license": "CC-BY-4.0 (trained on SEN12MS-CR samples, contains modified Copernicus Sentinel data)" + (
+            "; extra training data: " + ", ".join(sorted({_EXTRA_LICENCES[i.split("/")[0]] for v in config.get(
+                "split", {}).get("extra_used", {}).values() for i in v if i.split("/")[0] in _EXTRA_LICENCES}))
+            if any(config.get("split", {}).get("extra_used", {}).values()) else ""),
         "extra": {"kind": kind, "published_anchor": "DSen2-CR on full SEN12MS-CR: 27.76 dB / SSIM 0.874 / SAM 9.47",
                   # the zoo should prefer IB-HFN over the baseline as the task's default model
                   "default_for_task": kind == "ibhfn", "baseline": kind == "dsen2cr"},
@@ -323,9 +418,11 @@ def export(run_dir: str, out_path: str, args=None) -> float:
     data_dir = config.get("data", "")
     sample_path = getattr(args, "sample", None) if args is not None else None
     files = find_samples(sample_path) if sample_path else []
+    heldout = config.get("split", {}).get("heldout_never_used")
+    heldout = list(splits.HELDOUT) if heldout is None else list(heldout)
     if not files and os.path.isdir(data_dir):
         all_files = {f.id: f for f in find_samples(data_dir)}
-        files = [all_files[i] for i in splits.HELDOUT if i in all_files] or list(all_files.values())
+        files = [all_files[i] for i in heldout if i in all_files] or list(all_files.values())
     multiple = getattr(model, "size_multiple", 1)
     if files:
         s = load_sample(files[0])
@@ -337,7 +434,7 @@ def export(run_dir: str, out_path: str, args=None) -> float:
         g = torch.Generator().manual_seed(0)
         example = {"optical": torch.rand(1, 13, 64, 64, generator=g), "sar": torch.rand(1, 2, 64, 64, generator=g)}
         sample_name = "random"
-    metrics = heldout_metrics(model, data_dir) if os.path.isdir(data_dir) else {}
+    metrics = heldout_metrics(model, data_dir, heldout) if os.path.isdir(data_dir) and heldout else {}
     card = build_card(config, state, metrics)
     diff = export_with_card(model, example, ["restored", "clear_probability"], card, out_path)
     card["training"]["onnx_vs_torch_max_abs_diff"] = diff
@@ -374,6 +471,10 @@ def card_markdown(card: Dict, file_name: str, size_mb: float) -> str:
              f"crop {tr.get('crop')}, synthetic cloud compositing p = {tr.get('synthetic_cloud_p')}, "
              f"seed {tr.get('seed')}, {tr.get('train_seconds')} s of training on CPU",
              f"- model options: `{json.dumps(tr.get('model'))}`",
+             f"- loss: `{json.dumps(tr.get('loss'))}`",
+             "- extra training sources (never an evaluation triplet's place): " + (
+                 "; ".join(f"{k}: {', '.join(v)}" for k, v in tr.get("extra_sources", {}).items() if v) or "none"),
+             f"- synthetic composites: `{json.dumps(tr.get('composite'))}` (null = 1.x additive paste)",
              f"- ONNX vs torch max abs diff: {tr.get('onnx_vs_torch_max_abs_diff')} (sample "
              f"{tr.get('onnx_check_sample')})", f"- license: {card['license']}", "",
              "## Held-out metrics (from the card)", "", tr.get("metrics_note", ""), "",
