@@ -7,7 +7,8 @@ Layouts (detected per folder):
   names (4-band GeoTIFFs R, G, B, NIR).
 
 Values are uint8 and mapped to [-1, 1] by ``(v - 127.5) / 127.5`` (the model card's offset
-127.5 / scale 127.5). Pairs listed in ``splits.HELD_OUT`` are excluded from ``split="train"``.
+127.5 / scale 127.5). Splits (``splits.py``): ``train`` excludes held-out and validation pairs,
+``validation`` and ``test`` (held-out) are disjoint from it, ``all`` is every pair.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ..common.augment import random_crop, random_dihedral
-from .splits import is_held_out
+from .splits import is_held_out, validation_ids
 
 EXTENSIONS = (".png", ".tif", ".tiff", ".jpg")
 
@@ -66,11 +67,16 @@ def split_roots(data: str) -> List[str]:
 
 
 def select_pairs(roots: Sequence[str], split: str = "train") -> List[Pair]:
+    if split not in ("train", "validation", "test", "all"):
+        raise ValueError(f"unknown split {split!r}")
     out = []
     for root in roots:
-        for pair in find_pairs(root):
-            held = is_held_out(root, pair.pair_id)
-            if split == "all" or (split == "train" and not held) or (split == "test" and held):
+        pairs = find_pairs(root)
+        validation = set(validation_ids(root, [p.pair_id for p in pairs]))
+        for pair in pairs:
+            held, val = is_held_out(root, pair.pair_id), pair.pair_id in validation
+            kind = "test" if held else "validation" if val else "train"
+            if split in ("all", kind):
                 out.append(pair)
     return out
 

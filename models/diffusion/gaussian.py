@@ -2,8 +2,10 @@
 
 The schedule constants come from the plugin's numpy pipeline
 (``plugin/core/pipelines/optical_cloud_removal.py``), so training, the torch sampler and the
-plugin's sampler share one definition. The torch sampler mirrors the numpy one line by line;
-``tests/test_diffusion_sampler.py`` checks that they agree for a fixed noise sequence.
+plugin's sampler share one definition. The torch sampler mirrors the numpy one line by line
+(also its truncated start from q(x0_E, t_start)); ``tests/test_diffusion_schedule.py`` and
+``tests/test_diffusion_truncated.py`` check that they agree for a fixed noise sequence.
+``sampler_states`` replays the inference sampler to train the WA on the states it visits.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import torch
 
 from ...plugin.core.pipelines.optical_cloud_removal import (  # noqa: F401  (re-exported)
     BETA_END, BETA_START, ETA_DEFAULT, SAMPLERS, T_DEFAULT, alphas_cumprod, linear_betas,
-    respaced_timesteps)
+    respaced_timesteps, sampling_timesteps)
 
 
 class GaussianDiffusion:
@@ -30,8 +32,9 @@ class GaussianDiffusion:
         a = self._abar_t.to(like.device)[t.long()].to(like.dtype)
         return a.reshape(-1, *([1] * (like.dim() - 1)))
 
-    def sample_t(self, batch: int, device) -> torch.Tensor:
-        return torch.randint(0, self.T, (batch,), device=device)
+    def sample_t(self, batch: int, device, t_max: Optional[int] = None) -> torch.Tensor:
+        """Uniform training timesteps in [0, t_max) (default [0, T))."""
+        return torch.randint(0, int(t_max or self.T), (batch,), device=device)
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         a = self._a(t, x0)
@@ -65,17 +68,22 @@ def loss_ddpm(eps: torch.Tensor, eps_hat: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample(step_fn: Callable, x0_ref: torch.Tensor, noise: Sequence[torch.Tensor], steps: int = 10,
            eta: Optional[float] = ETA_DEFAULT, sampler: str = "ddim", eta_ddim: float = 0.0,
-           diffusion: Optional[GaussianDiffusion] = None) -> torch.Tensor:
+           diffusion: Optional[GaussianDiffusion] = None, t_start: Optional[int] = None) -> torch.Tensor:
     """Torch twin of the plugin's numpy ``sample``: ``step_fn(x_t, t) -> (eps, W)``;
-    ``noise[0]`` = x_T, ``noise[i]`` = noise of update i. Math in float64, states float32."""
+    ``noise[0]`` = x_T (with ``t_start``: the noise of q(x0_E, t_start)), ``noise[i]`` = noise of
+    update i. Math in float64, states float32."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}")
     d = diffusion or GaussianDiffusion()
     abar = d.abar
-    ts = respaced_timesteps(d.T, steps)[::-1]
-    x = noise[0].float()
-    x0 = x
+    ts = sampling_timesteps(d.T, steps, t_start)
     ref = x0_ref.double()
+    if t_start is None:
+        x = noise[0].float()
+    else:
+        a0 = float(abar[int(t_start)])
+        x = (a0 ** 0.5 * ref + (1 - a0) ** 0.5 * noise[0].double()).float()
+    x0 = x
     for i, t in enumerate(ts):
         a_t = float(abar[t])
         a_prev = float(abar[ts[i + 1]]) if i + 1 < len(ts) else 1.0
@@ -106,3 +114,25 @@ def sample(step_fn: Callable, x0_ref: torch.Tensor, noise: Sequence[torch.Tensor
 
 def make_noise(shape, steps: int, generator: Optional[torch.Generator] = None) -> List[torch.Tensor]:
     return [torch.randn(shape, generator=generator) for _ in range(steps + 1)]
+
+
+@torch.no_grad()
+def sampler_states(cnp_fn: Callable, wa_fn: Callable, x0_ref: torch.Tensor, steps: int, eta: Optional[float],
+                   t_start: Optional[int], diffusion: GaussianDiffusion,
+                   generator: Optional[torch.Generator] = None) -> List[tuple]:
+    """The states the deterministic DDIM sampler visits at inference, for training the WA on them.
+
+    Runs ``sample`` (DDIM, eta_ddim = 0) with ``cnp_fn(x_t, t) -> eps`` and ``wa_fn(x_t, t) -> W``
+    and returns one ``(x_t, t, eps)`` per visited timestep (``t`` a long (B,) tensor). Only noise[0]
+    (the start) is random; it is drawn here, on ``x0_ref``'s device."""
+    states: List[tuple] = []
+
+    def step(x, t):
+        eps = cnp_fn(x, t)
+        states.append((x, t.long(), eps))
+        return eps, wa_fn(x, t)
+
+    start = torch.randn(x0_ref.shape, generator=generator, device="cpu").to(x0_ref.device)
+    sample(step, x0_ref, [start], steps=steps, eta=eta, sampler="ddim", eta_ddim=0.0, diffusion=diffusion,
+           t_start=t_start)
+    return states

@@ -10,11 +10,24 @@
     python -m skyclear.models.export runs/de_ref   --out models/zoo/de_reference_rice.onnx
     python -m skyclear.models.export runs/de_joint --out models/zoo/de_step_rice.onnx
 
-Stages (paper Sec. III-D): E with L1; CNP alone on images downscaled to ``coarse_size`` (64)
+Stages (paper Sec. III-D): E with L1 (+ ``ssim_weight`` * (1 - SSIM)); CNP alone on images downscaled to ``coarse_size`` (64)
 with L_DDPM (eq. 7); WA on the frozen CNP and frozen E with L_WA (eq. 16, stop-gradient on
 x0_eps); joint fine-tuning of CNP and WA with lambda * L_DDPM + L_WA (eq. 17). ``--data`` may
 list several folders separated by commas; pairs in ``splits.HELD_OUT`` are never used.
 Config keys: see ``DEFAULTS``; ``max_minutes`` stops a stage early (checkpointed, resumable).
+
+Switches beyond the paper (issue 11; each off by default, so the paper configs still mean the paper):
+``t_start`` (CNP trained on t <= t_start; the sampler starts at q(x0_E, t_start)), ``cnp_condition``
+(``"cloudy+reference"`` adds x0_E to the CNP input), ``cnp_prediction`` (``"residual"``: the CNP
+predicts x0 - x0_E, trained with an MSE on x0), ``coarse_size: null`` (CNP on native-resolution
+``crop_size`` crops instead of downscaled images), ``wa_trajectory`` (the WA is trained on the
+states the DDIM sampler visits at inference: ``sample_steps`` steps from ``t_start``, run under
+no_grad with the current WA and W clamped to ``eta``). The sampler settings are then chosen on the
+validation pairs with ``python -m skyclear.models.diffusion.select_sampler RUN`` (written to
+``RUN/sampler_selection.json``, read by the export). Recipe: ``scripts/train_de.sh``.
+``lr_schedule: "cosine"`` decays the learning rate to 5 % after ``warmup_steps``. With
+``val_every`` > 0 the EMA weights are scored on the validation pairs (``splits.py``) and the best
+are kept as ``checkpoints/best.pt``; later stages and the export load ``best.pt`` when present.
 """
 from __future__ import annotations
 
@@ -29,7 +42,7 @@ import torch.nn.functional as F
 
 from ..common.run import EMA, RunDir, load_config, pick_device, set_seed
 from .data import PairDataset, find_pairs, read_image, split_roots, to_net
-from .gaussian import GaussianDiffusion, loss_ddpm, loss_wa
+from .gaussian import GaussianDiffusion, loss_ddpm, loss_wa, sampler_states
 from .reference import build_reference, count_parameters
 from .splits import HELD_OUT, is_held_out
 from .unet import ConditionalNoisePredictor, StepNet, WeightAllocationNet
@@ -42,6 +55,10 @@ DEFAULTS: Dict[str, Any] = {
     "crop_size": 128,          # de-reference / de-wa / de-joint crops; null = whole image
     "coarse_size": 64,         # de-cnp: images are resized to this (paper: 1/4 of 256)
     "lr": 2e-4,
+    "lr_schedule": "constant",  # or "cosine" (after a linear warm-up)
+    "warmup_steps": 0,
+    "ssim_weight": 0.0,        # de-reference: loss = L1 + ssim_weight * (1 - SSIM)
+    "val_every": 0,            # de-reference: validation PSNR of the EMA weights every N steps
     "weight_decay": 0.0,
     "grad_clip": 1.0,
     "ema_decay": 0.999,
@@ -55,6 +72,14 @@ DEFAULTS: Dict[str, Any] = {
     "diffusion": {"T": 1000, "beta_start": 1e-4, "beta_end": 0.02},
     "eta": 0.3,
     "lambda": 1.0,
+    "t_start": None,           # de-cnp: CNP trained on t <= t_start; sampling starts at q(x0_E, t_start)
+    "cnp_condition": None,     # de-cnp: "cloudy" (paper) or "cloudy+reference" (stored in config["cnp"])
+    "cnp_prediction": None,    # de-cnp: "eps" (paper) or "residual" (x0 - x0_E; stored in config["cnp"])
+    "wa_trajectory": False,    # de-wa / de-joint: WA loss on the sampler's own states (see the docstring)
+    "sample_steps": 10,        # inference DDIM steps: the WA trajectory and the card's steps_default
+    "trajectory_states": None,  # states of each trajectory used for the WA loss (None = all)
+    "cache_reference": False,  # de-cnp / de-wa / de-joint: run E once per whole training image and crop
+                               # its output with the pair (instead of E on every batch of crops)
     "reference_run": None,
     "cnp_run": None,
     "wa_run": None,
@@ -92,9 +117,13 @@ def _config(args) -> Dict[str, Any]:
 
 
 def _load_run(path: str):
+    """Config and weights of a finished stage: the validation-selected ``best.pt`` if the run
+    kept one, else ``last.pt``."""
     run = RunDir(path)
     config = run.config()
-    path = os.path.join(run.checkpoint_dir, "last.pt")
+    path = os.path.join(run.checkpoint_dir, "best.pt")
+    if not os.path.exists(path):
+        path = os.path.join(run.checkpoint_dir, "last.pt")
     if not os.path.exists(path):
         raise SystemExit(f"{path} not found: train that stage first")
     state = torch.load(path, map_location="cpu", weights_only=False)  # no RNG restore here
@@ -119,7 +148,7 @@ def load_reference(run_path: str, bands: int):
 def load_cnp_wa(run_path: str, bands: int):
     """CNP (and WA if the run has one) from a de-cnp / de-wa / de-joint run."""
     config, state = _load_run(run_path)
-    cnp = ConditionalNoisePredictor(bands, config["cnp"])
+    cnp = ConditionalNoisePredictor(bands, config["cnp"], config.get("diffusion"))
     cnp.load_state_dict(_weights(state, "cnp"))
     wa = None
     if "wa" in state.get("models", {}):
@@ -149,7 +178,19 @@ def train(args) -> None:
     if kind == "de-reference":
         models["reference"] = build_reference(config["reference"], bands)
     elif kind == "de-cnp":
-        models["cnp"] = ConditionalNoisePredictor(bands, config["cnp"])
+        cnp_config = {"preset": config["cnp"]} if isinstance(config["cnp"], str) else dict(config["cnp"])
+        for key, option in (("cnp_condition", "condition"), ("cnp_prediction", "prediction")):
+            if config.get(key):
+                cnp_config[option] = config[key]
+        config["cnp"] = cnp_config
+        models["cnp"] = ConditionalNoisePredictor(bands, cnp_config, config["diffusion"])
+        if models["cnp"].uses_reference:
+            if not config.get("reference_run"):
+                raise SystemExit("this de-cnp config conditions on E: add --set reference_run='\"RUNDIR\"' "
+                                 "(a de-reference run)")
+            reference, ref_config = load_reference(config["reference_run"], bands)
+            config["reference"] = ref_config["reference"]
+            frozen["reference"] = reference
     elif kind in ("de-wa", "de-joint"):
         if kind == "de-joint":
             if not config.get("wa_run"):
@@ -160,12 +201,17 @@ def train(args) -> None:
             config["reference_run"] = config.get("reference_run") or wa_config.get("reference_run")
             config["cnp"], config["wa"] = wa_config["cnp"], wa_config["wa"]
             config["cnp_run"] = wa_config.get("cnp_run")
+            config["diffusion"], config["t_start"] = wa_config["diffusion"], wa_config.get("t_start")
             models["cnp"], models["wa"] = cnp.train(), wa.train()
         else:
-            if not (config.get("reference_run") and config.get("cnp_run")):
-                raise SystemExit("de-wa needs --set reference_run='\"RUNDIR\"' --set cnp_run='\"RUNDIR\"'")
+            if not config.get("cnp_run"):
+                raise SystemExit("de-wa needs --set cnp_run='\"RUNDIR\"' (and reference_run unless the CNP "
+                                 "run names one)")
             cnp, _, cnp_config = load_cnp_wa(config["cnp_run"], bands)
             config["cnp"] = cnp_config["cnp"]
+            # the WA works on the CNP's schedule and timestep range, and with the E it was trained with
+            config["diffusion"], config["t_start"] = cnp_config["diffusion"], cnp_config.get("t_start")
+            config["reference_run"] = config.get("reference_run") or cnp_config.get("reference_run")
             frozen["cnp"] = cnp
             models["wa"] = WeightAllocationNet(bands, config["wa"], float(config["wa_init_bias"]))
         if not config.get("reference_run"):
@@ -175,6 +221,9 @@ def train(args) -> None:
         frozen["reference"] = reference
     else:
         raise SystemExit(f"unknown DE kind {kind!r}")
+    if config.get("t_start") is not None and not 0 < int(config["t_start"]) < int(config["diffusion"]["T"]):
+        raise SystemExit(f"t_start must be in [1, T-1], got {config['t_start']}")
+    diffusion = GaussianDiffusion(**config["diffusion"])
     run.save_config(config)
 
     for m in frozen.values():
@@ -200,9 +249,16 @@ def train(args) -> None:
         print(f"[{kind}] resumed from step {step}", flush=True)
 
     data = PairDataset(split_roots(args.data), "train", bands)
+    validation = PairDataset(split_roots(args.data), "validation", bands) if int(config["val_every"]) else None
     n_params = {name: count_parameters(m) for name, m in {**models, **frozen}.items()}
     print(f"[{kind}] {len(data)} training pairs; params {n_params}; device {device}", flush=True)
     total, max_minutes = int(config["steps"]), config.get("max_minutes")
+    reference_cache = None
+    if config.get("cache_reference") and "reference" in frozen and kind != "de-reference" and step < total:
+        tick = time.time()
+        reference_cache = reference_outputs(frozen["reference"], data, device)
+        print(f"[{kind}] E run once on the {len(data)} whole training images ({time.time() - tick:.0f} s)",
+              flush=True)
     started = time.time()
     window = []
 
@@ -214,14 +270,22 @@ def train(args) -> None:
             "opt": opt.state_dict(), "data_rng": rng.bit_generator.state, "kind": kind,
         })
 
+    base_lr = float(config["lr"])
     while step < total:
+        for group in opt.param_groups:
+            group["lr"] = base_lr * lr_factor(config, step)
         if max_minutes is not None and time.time() - started > 60.0 * float(max_minutes):
             print(f"[{kind}] stopping at step {step}: max_minutes={max_minutes} reached", flush=True)
             break
-        size = None if kind == "de-cnp" else config["crop_size"]
-        y_np, x_np = data.batch(rng, int(config["batch_size"]), size)
+        size = None if kind == "de-cnp" and config.get("coarse_size") else config["crop_size"]
+        if reference_cache is not None:
+            y_np, x_np, r_np = batch_with_reference(data, reference_cache, rng, int(config["batch_size"]), size)
+            x0_ref = torch.from_numpy(r_np).to(device)
+        else:
+            y_np, x_np = data.batch(rng, int(config["batch_size"]), size)
+            x0_ref = None
         y, x0 = torch.from_numpy(y_np).to(device), torch.from_numpy(x_np).to(device)
-        losses = compute_losses(kind, config, models, frozen, diffusion, y, x0)
+        losses = compute_losses(kind, config, models, frozen, diffusion, y, x0, x0_ref)
         loss = losses["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -242,36 +306,109 @@ def train(args) -> None:
                   + f" ({rate:.2f} s/step)", flush=True)
         if step % int(config["ckpt_every"]) == 0:
             checkpoint()
+        if validation is not None and (step % int(config["val_every"]) == 0 or step == total):
+            _validate_reference(run, step, emas["reference"], config, bands, validation, device)
     checkpoint()
     print(f"[{kind}] done at step {step}; run folder {args.out}", flush=True)
 
 
-def compute_losses(kind: str, config, models, frozen, diffusion: GaussianDiffusion, y, x0) -> Dict[str, torch.Tensor]:
+def lr_factor(config, step: int) -> float:
+    warmup = int(config.get("warmup_steps") or 0)
+    if step < warmup:
+        return (step + 1) / warmup
+    if config.get("lr_schedule", "constant") == "cosine":
+        progress = min(1.0, (step - warmup) / max(1, int(config["steps"]) - warmup))
+        return 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress))
+    return 1.0
+
+
+@torch.no_grad()
+def _validate_reference(run: RunDir, step: int, ema: EMA, config, bands: int, validation: PairDataset,
+                        device) -> None:
+    """PSNR (data range 255, on whole validation images) of the EMA weights; keeps ``best.pt``."""
+    model = build_reference(config["reference"], bands).to(device).eval()
+    model.load_state_dict(ema.state_dict())
+    psnrs = []
+    for cloudy, clear in zip(validation.cloudy, validation.clear):
+        out = model(torch.from_numpy(to_net(cloudy))[None].to(device))[0].cpu().numpy()
+        err = (np.clip(np.round(out * 127.5 + 127.5), 0, 255) - clear.astype(np.float64)) ** 2
+        psnrs.append(10 * np.log10(255.0 ** 2 / max(err.mean(), 1e-10)))
+    score = float(np.mean(psnrs))
+    best_path = os.path.join(run.checkpoint_dir, "best.pt")
+    best = torch.load(best_path, map_location="cpu", weights_only=False)["val_psnr"] if os.path.exists(best_path) else None
+    improved = best is None or score > best
+    run.log(step, val_psnr=score, val_best=float(improved))
+    print(f"[de-reference] step {step} validation PSNR {score:.3f} dB over {len(psnrs)} pairs"
+          + (" (best so far)" if improved else f" (best {best:.3f})"), flush=True)
+    if improved:
+        torch.save({"ema": {"reference": ema.state_dict()}, "step": step, "val_psnr": score}, best_path + ".tmp")
+        os.replace(best_path + ".tmp", best_path)
+
+
+@torch.no_grad()
+def reference_outputs(reference, data: PairDataset, device) -> list:
+    """x0_E of every image of ``data`` (whole image, float16 (C, H, W) arrays)."""
+    return [reference(torch.from_numpy(to_net(c))[None].to(device))[0].cpu().numpy().astype(np.float16)
+            for c in data.cloudy]
+
+
+def batch_with_reference(data: PairDataset, refs: list, rng: np.random.Generator, n: int, size: Optional[int]):
+    """Like ``PairDataset.batch``, with the cached x0_E cropped and turned along with each pair."""
+    from ..common.augment import random_crop, random_dihedral
+    ys, xs, rs = [], [], []
+    for _ in range(n):
+        i = int(rng.integers(0, len(data)))
+        arrays = [data.cloudy[i], data.clear[i], refs[i]]
+        if size:
+            arrays = random_crop(arrays, size, rng)
+        y, x, r = random_dihedral(arrays, rng)
+        ys.append(to_net(y))
+        xs.append(to_net(x))
+        rs.append(r.astype(np.float32))
+    return np.stack(ys), np.stack(xs), np.stack(rs)
+
+
+def compute_losses(kind: str, config, models, frozen, diffusion: GaussianDiffusion, y, x0,
+                   x0_ref: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    """Losses of one batch; ``x0_ref`` = E's output for ``y`` when already known (cached), else
+    the frozen E runs on ``y``."""
     if kind == "de-reference":
-        loss = (models["reference"](y) - x0).abs().mean()
-        return {"loss": loss, "l1": loss.detach()}
+        out = models["reference"](y)
+        l1 = (out - x0).abs().mean()
+        weight = float(config.get("ssim_weight") or 0.0)
+        if not weight:
+            return {"loss": l1, "l1": l1.detach()}
+        from torchmetrics.functional.image import structural_similarity_index_measure
+        ssim = structural_similarity_index_measure(out, x0, data_range=2.0)
+        return {"loss": l1 + weight * (1 - ssim), "l1": l1.detach(), "ssim": ssim.detach()}
+    t_max = int(config["t_start"]) + 1 if config.get("t_start") is not None else None
     if kind == "de-cnp":
-        size = int(config["coarse_size"])
-        if y.shape[-1] != size:
-            y = F.interpolate(y, size=(size, size), mode="area")
-            x0 = F.interpolate(x0, size=(size, size), mode="area")
-        t = diffusion.sample_t(y.shape[0], y.device)
-        noise = torch.randn_like(x0)
-        eps_hat = models["cnp"](diffusion.q_sample(x0, t, noise), t.float(), y)
-        loss = loss_ddpm(noise, eps_hat)
-        return {"loss": loss, "l_ddpm": loss.detach()}
+        if x0_ref is None and "reference" in frozen:
+            with torch.no_grad():
+                x0_ref = frozen["reference"](y)  # E sees the full-resolution input
+        size = config.get("coarse_size")
+        if size and y.shape[-1] != int(size):
+            size = (int(size), int(size))
+            y, x0 = F.interpolate(y, size=size, mode="area"), F.interpolate(x0, size=size, mode="area")
+            x0_ref = None if x0_ref is None else F.interpolate(x0_ref, size=size, mode="area")
+        name, loss = cnp_loss(models["cnp"], diffusion, x0, y, x0_ref, t_max)
+        return {"loss": loss, name: loss.detach()}
     # de-wa / de-joint
-    with torch.no_grad():
-        x0_ref = frozen["reference"](y)
-    t = diffusion.sample_t(y.shape[0], y.device)
+    if x0_ref is None:
+        with torch.no_grad():
+            x0_ref = frozen["reference"](y)
+    cnp = frozen.get("cnp") or models["cnp"]
+    if config.get("wa_trajectory"):
+        return _trajectory_losses(kind, config, models, cnp, diffusion, y, x0, x0_ref, t_max)
+    t = diffusion.sample_t(y.shape[0], y.device, t_max)
     noise = torch.randn_like(x0)
     x_t = diffusion.q_sample(x0, t, noise)
-    cnp = frozen.get("cnp") or models["cnp"]
     if kind == "de-wa":
         with torch.no_grad():
-            eps_hat = cnp(x_t, t.float(), y)
+            raw = cnp.raw(x_t, t.float(), y, x0_ref)
     else:
-        eps_hat = cnp(x_t, t.float(), y)
+        raw = cnp.raw(x_t, t.float(), y, x0_ref)
+    eps_hat = _eps(cnp, raw, x_t, t, x0_ref)
     x0_eps = diffusion.x0_from_eps(x_t, t, eps_hat)
     w = models["wa"](x_t, t.float(), y, x0_ref)
     l_wa = loss_wa(x0, x0_eps, x0_ref, w)
@@ -279,9 +416,58 @@ def compute_losses(kind: str, config, models, frozen, diffusion: GaussianDiffusi
     if kind == "de-wa":
         out["loss"] = l_wa
     else:
-        l_ddpm = loss_ddpm(noise, eps_hat)
-        out["loss"] = float(config["lambda"]) * l_ddpm + l_wa
-        out["l_ddpm"] = l_ddpm.detach()
+        name, l_cnp = _cnp_objective(cnp, raw, noise, x0, x0_ref)
+        out["loss"] = float(config["lambda"]) * l_cnp + l_wa
+        out[name] = l_cnp.detach()
+    return out
+
+
+def _eps(cnp, raw, x_t, t, x0_ref):
+    """eps implied by the CNP's raw output (itself, or from x0 = x0_E + residual)."""
+    return raw if cnp.prediction == "eps" else cnp.eps_from_x0(x_t, t.float(), x0_ref + raw)
+
+
+def _cnp_objective(cnp, raw, noise, x0, x0_ref):
+    """L_DDPM (eq. 7) for eps prediction; for the residual form the MSE of x0_E + r against x0
+    (an x0 loss: an eps loss would weight the small t, where r barely matters, by SNR_t)."""
+    if cnp.prediction == "eps":
+        return "l_ddpm", loss_ddpm(noise, raw)
+    return "l_x0", (x0_ref + raw - x0).pow(2).mean()
+
+
+def cnp_loss(cnp, diffusion: GaussianDiffusion, x0, y, x0_ref, t_max: Optional[int] = None):
+    """(name, loss) of the CNP on a fresh q_sample at uniform t in [0, t_max)."""
+    t = diffusion.sample_t(x0.shape[0], x0.device, t_max)
+    noise = torch.randn_like(x0)
+    raw = cnp.raw(diffusion.q_sample(x0, t, noise), t.float(), y, x0_ref)
+    return _cnp_objective(cnp, raw, noise, x0, x0_ref)
+
+
+def _trajectory_losses(kind, config, models, cnp, diffusion, y, x0, x0_ref, t_max):
+    """L_WA at the states the inference sampler visits (DDIM, ``sample_steps`` steps from
+    ``t_start`` or T, W clamped to ``eta``), produced under no_grad with the current networks; the
+    CNP (joint stage) keeps its own objective on fresh q_samples."""
+    wa = models["wa"]
+    eta = config.get("eta")
+    t_start = None if config.get("t_start") is None else int(config["t_start"])
+    states = sampler_states(lambda x, t: cnp(x, t, y, x0_ref), lambda x, t: wa(x, t, y, x0_ref), x0_ref,
+                            int(config["sample_steps"]), None if eta is None else float(eta), t_start, diffusion)
+    k = int(config.get("trajectory_states") or len(states))
+    pick = sorted(torch.randperm(len(states))[:k].tolist())
+    x_t = torch.cat([states[i][0] for i in pick])
+    t = torch.cat([states[i][1] for i in pick])
+    eps = torch.cat([states[i][2] for i in pick])
+    rep = lambda a: a.repeat(len(pick), 1, 1, 1)
+    x0_eps = diffusion.x0_from_eps(x_t, t, eps)
+    w = wa(x_t, t.float(), rep(y), rep(x0_ref))
+    l_wa = loss_wa(rep(x0), x0_eps, rep(x0_ref), w)
+    out = {"l_wa": l_wa.detach(), "w_mean": w.detach().mean()}
+    if kind == "de-wa":
+        out["loss"] = l_wa
+    else:
+        name, l_cnp = cnp_loss(models["cnp"], diffusion, x0, y, x0_ref, t_max)
+        out["loss"] = float(config["lambda"]) * l_cnp + l_wa
+        out[name] = l_cnp.detach()
     return out
 
 
@@ -332,16 +518,25 @@ def _training_summary(run_path: str) -> Dict[str, Any]:
             wall += last
         last = entry["elapsed_s"]
     _, state = _load_run(run_path)
-    summary = {"kind": config["kind"], "data": config["data"], "steps": int(state["step"]),
+    last_state = run.load_checkpoint()
+    summary = {"kind": config["kind"], "data": config["data"], "steps": int(last_state["step"]),
+               "selected_step": int(state["step"]), "selected_by": "validation PSNR"
+               if "val_psnr" in state else "last step",
                "wall_s": round(wall + last, 1), "batch_size": config.get("batch_size"),
-               "crop_size": config.get("coarse_size") if config["kind"] == "de-cnp" else config.get("crop_size"),
+               "crop_size": (config.get("coarse_size") or config.get("crop_size")) if config["kind"] == "de-cnp"
+               else config.get("crop_size"),
                "device": "cpu (shared, 1 thread)"}
-    if metrics:
-        tail = metrics[-5:]
+    losses = [m for m in metrics if "loss" in m]
+    if losses:
+        tail = losses[-5:]
         summary["final_losses_mean_of_last_5_logs"] = {
             k: round(float(np.mean([m[k] for m in tail])), 5) for k in tail[-1] if k not in ("step", "elapsed_s")}
-        head = metrics[:1]
-        summary["first_logged_losses"] = {k: round(v, 5) for k, v in head[0].items() if k not in ("step", "elapsed_s")}
+        summary["first_logged_losses"] = {k: round(v, 5) for k, v in losses[0].items()
+                                          if k not in ("step", "elapsed_s")}
+    validation = [m for m in metrics if "val_psnr" in m]
+    if validation:
+        summary["validation_psnr"] = {"first": round(validation[0]["val_psnr"], 3),
+                                      "best": round(max(m["val_psnr"] for m in validation), 3)}
     return summary
 
 
@@ -385,11 +580,13 @@ def export(run_dir: str, out_path: str, args) -> None:
         reference, _ = load_reference(config["reference_run"], bands)
         step_net = StepNet(cnp, wa).eval()
         diffusion = GaussianDiffusion(**config["diffusion"])
+        t_top = diffusion.T - 1 if config.get("t_start") is None else int(config["t_start"])
+        sampler = _sampler_settings(run_dir, config)
         with torch.no_grad():
             x0_ref = reference(cloudy)
-            t = torch.tensor([999.0, 500.0, 20.0][: cloudy.shape[0]])
+            t = torch.tensor([float(t_top), float(t_top // 2), 20.0][: cloudy.shape[0]])
             if len(t) < cloudy.shape[0]:
-                t = torch.full((cloudy.shape[0],), 500.0)
+                t = torch.full((cloudy.shape[0],), float(t_top // 2))
             g = torch.Generator().manual_seed(0)
             x_t = diffusion.q_sample(x0_ref, t.long(), torch.randn(cloudy.shape, generator=g))
         aux = lambda meaning: [{"name": b, "meaning": meaning, "scale": 1.0, "offset": 0.0}
@@ -398,7 +595,12 @@ def export(run_dir: str, out_path: str, args) -> None:
             "schema_version": 1, "name": name, "version": "0.1.0", "task": "optical_cloud_removal_diffusion_step",
             "description": "One DE denoising step: conditional noise predictor (eps) and weight allocation "
                            "network (weight, sigmoid output in [0, 1]; clamp to [eta, 1] at inference). "
-                           "Use with the reference model E; the sampling loop runs in the plugin.",
+                           "Use with the reference model E; the sampling loop runs in the plugin"
+                           + ("." if config.get("t_start") is None else
+                              f", starting from the reference noised to t_start={int(config['t_start'])}.")
+                           + (" The CNP sees x0_E as well" if cnp.condition == "cloudy+reference" else "")
+                           + (" and predicts the residual x0 - x0_E (converted to eps in the graph)."
+                              if cnp.prediction == "residual" else ""),
             "inputs": [
                 {"name": "x_t", "role": "auxiliary", "bands": aux("noisy state x_t (network units)")},
                 {"name": "t", "role": "auxiliary", "bands": [{"name": "t", "meaning": "timestep index in [0, T), float32 (B,)"}]},
@@ -415,10 +617,13 @@ def export(run_dir: str, out_path: str, args) -> None:
                          "stages": {k: _training_summary(config[k]) for k in ("reference_run", "cnp_run", "wa_run")
                                     if config.get(k) and os.path.exists(os.path.join(config[k], "config.json"))},
                          "params": {"cnp": count_parameters(cnp), "wa": count_parameters(wa)},
+                         "sampler_selection": sampler["selection"],
                          "metrics": _heldout_metrics(run_dir)},
             "license": "research use only (RICE data: no licence stated)",
-            "extra": {**diffusion.schedule(), "eta": float(config.get("eta", 0.3)), "prediction": "eps",
-                      "beta_schedule": "linear", "sampler_default": "ddim", "steps_default": 10,
+            "extra": {**diffusion.schedule(), "eta": sampler["eta"], "prediction": "eps",
+                      "beta_schedule": "linear", "sampler_default": "ddim", "steps_default": sampler["steps"],
+                      **({"t_start": sampler["t_start"]} if sampler["t_start"] is not None else {}),
+                      "cnp_condition": cnp.condition, "cnp_prediction": cnp.prediction,
                       "cnp": config["cnp"], "wa": config["wa"]},
         }
         diff = export_with_card(step_net, {"x_t": x_t, "t": t, "cloudy": cloudy, "reference": x0_ref},
@@ -430,6 +635,25 @@ def export(run_dir: str, out_path: str, args) -> None:
     print(f"wrote {out_path} ({size_mb:.2f} MB); ONNX vs torch max abs diff {diff:.3g} "
           f"on {cloudy.shape[0]} real sample(s) {tuple(cloudy.shape)}")
     write_markdown_card(out_path, card, diff)
+
+
+def _sampler_settings(run_dir: str, config) -> Dict[str, Any]:
+    """eta / t_start / steps for the card: the validation choice of ``select_sampler`` when the run
+    has ``sampler_selection.json``, else the training config's values (said so in the card)."""
+    path = os.path.join(run_dir, "sampler_selection.json")
+    t_start = None if config.get("t_start") is None else int(config["t_start"])
+    if not os.path.exists(path):
+        return {"eta": float(config.get("eta", 0.3)), "t_start": t_start, "steps": int(config.get("sample_steps") or 10),
+                "selection": "none: eta/t_start/steps are the training config's values (run "
+                             "python -m skyclear.models.diffusion.select_sampler on this run to choose them "
+                             "on the validation pairs)"}
+    with open(path) as f:
+        selection = json.load(f)
+    chosen = selection["chosen"]
+    summary = {k: selection[k] for k in ("criterion", "validation_pairs", "crop", "reference_E", "chosen_scores")
+               if k in selection}
+    return {"eta": float(chosen["eta"]), "t_start": None if chosen.get("t_start") is None else int(chosen["t_start"]),
+            "steps": int(chosen["steps"]), "selection": summary}
 
 
 def write_markdown_card(onnx_path: str, card: Dict[str, Any], diff: Optional[float] = None) -> str:

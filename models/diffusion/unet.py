@@ -2,7 +2,14 @@
 residual blocks with scale-shift norm, multi-head self-attention at the configured
 downsample factors, channel multipliers per level.
 
-- ``ConditionalNoisePredictor`` (CNP): eps_hat = UNet(concat(x_t, y), t).
+- ``ConditionalNoisePredictor`` (CNP): eps_hat = UNet(concat(x_t, y), t) (paper). Two switches
+  (keys of the CNP config, so a run's ``config["cnp"]`` rebuilds the same graph):
+  ``condition: "cloudy+reference"`` adds x0_E to the UNet input (concat(x_t, y, x0_E));
+  ``prediction: "residual"`` makes the UNet predict r = x0 - x0_E and converts x0_E + r to eps
+  inside the graph with the schedule (eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)), so the
+  step graph keeps its (x_t, t, cloudy, reference) -> (eps, weight) interface. The UNet's last
+  convolution starts at zero, so an untrained residual CNP predicts x0 = x0_E exactly: the
+  diffusion stage starts from "no change to E" and can only learn to add.
 - ``WeightAllocationNet`` (WA): W = sigmoid(UNet(concat(x_t, y, x0_E), t)), W in [0, 1]^(C,H,W);
   the clamp to [eta, 1] happens at inference only (``gaussian.clamp_weight``).
 
@@ -13,11 +20,13 @@ guided-diffusion code. Presets: ``PRESETS`` (``cnp-small``/``wa-small`` for CPU,
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+from ...plugin.core.pipelines.optical_cloud_removal import BETA_END, BETA_START, T_DEFAULT, alphas_cumprod
 
 PRESETS: Dict[str, Dict] = {
     # paper, Table IV: 96 ch, 2 res blocks, mult (1,1,2,2,3), attention at ds 4 and 8, 4 heads
@@ -30,6 +39,13 @@ PRESETS: Dict[str, Dict] = {
                       attention_resolutions=[4], num_heads=1, dropout=0.0),
     "wa-small": dict(model_channels=8, channel_mult=[1, 2, 2], num_res_blocks=1,
                      attention_resolutions=[], num_heads=1, dropout=0.0),
+    # the residual, reference-conditioned CNP of the CPU recipe (scripts/train_de.sh): ~0.41 M
+    # parameters, attention only at 1/8 (cheap on 256² tiles), 4 levels for a wider receptive field
+    "cnp-cpu": dict(model_channels=16, channel_mult=[1, 2, 2, 2], num_res_blocks=1,
+                    attention_resolutions=[8], num_heads=1, dropout=0.0),
+    # its GPU variant (scripts/train_de.sh --gpu): ~1.6 M parameters
+    "cnp-gpu": dict(model_channels=32, channel_mult=[1, 2, 2, 2], num_res_blocks=1,
+                    attention_resolutions=[8], num_heads=2, dropout=0.0),
     "cnp-tiny": dict(model_channels=8, channel_mult=[1, 2, 2], num_res_blocks=1,
                      attention_resolutions=[4], num_heads=1, dropout=0.0),
     "wa-tiny": dict(model_channels=8, channel_mult=[1, 2, 2], num_res_blocks=1,
@@ -182,16 +198,67 @@ def _unet_kwargs(config) -> Dict:
     return config
 
 
+CONDITIONS = ("cloudy", "cloudy+reference")
+PREDICTIONS = ("eps", "residual")
+
+
+def cnp_options(config) -> Dict:
+    """``condition`` and ``prediction`` of a CNP config (paper defaults when absent)."""
+    config = {} if isinstance(config, str) else dict(config)
+    options = {"condition": config.get("condition", "cloudy"), "prediction": config.get("prediction", "eps")}
+    if options["condition"] not in CONDITIONS:
+        raise ValueError(f"cnp condition must be one of {CONDITIONS}, got {options['condition']!r}")
+    if options["prediction"] not in PREDICTIONS:
+        raise ValueError(f"cnp prediction must be one of {PREDICTIONS}, got {options['prediction']!r}")
+    return options
+
+
 class ConditionalNoisePredictor(nn.Module):
-    """eps_hat = UNet(concat(x_t, y), t)."""
+    """eps_hat = UNet(concat(x_t, y[, x0_E]), t); with ``prediction="residual"`` the UNet output is
+    x0 - x0_E and ``forward`` returns the eps it implies (see the module docstring).
 
-    def __init__(self, bands: int, config):
+    ``schedule`` (T, beta_start, beta_end) is only used by the residual form (a constant abar_t
+    table in the graph, not a weight: it is rebuilt from the run's config)."""
+
+    def __init__(self, bands: int, config, schedule: Optional[Dict] = None):
         super().__init__()
-        self.unet = UNet(2 * bands, bands, **_unet_kwargs(config))
+        options = cnp_options(config)
+        self.condition, self.prediction = options["condition"], options["prediction"]
+        self.uses_reference = self.condition == "cloudy+reference" or self.prediction == "residual"
+        kwargs = _unet_kwargs(config)
+        for key in ("condition", "prediction"):
+            kwargs.pop(key, None)
+        in_channels = (3 if self.condition == "cloudy+reference" else 2) * bands
+        self.unet = UNet(in_channels, bands, **kwargs)
         self.size_multiple = self.unet.size_multiple
+        schedule = dict(schedule or {})
+        abar = alphas_cumprod(int(schedule.get("T", T_DEFAULT)), float(schedule.get("beta_start", BETA_START)),
+                              float(schedule.get("beta_end", BETA_END)))
+        self.register_buffer("abar", torch.from_numpy(abar).float(), persistent=False)
 
-    def forward(self, x_t, t, y):
-        return self.unet(torch.cat([x_t, y], dim=1), t)
+    def raw(self, x_t, t, y, x0_e=None):
+        """The UNet output: eps (``prediction="eps"``) or the residual x0 - x0_E."""
+        parts = [x_t, y]
+        if self.condition == "cloudy+reference":
+            parts.append(self._need(x0_e))
+        return self.unet(torch.cat(parts, dim=1), t)
+
+    def forward(self, x_t, t, y, x0_e=None):
+        out = self.raw(x_t, t, y, x0_e)
+        if self.prediction == "eps":
+            return out
+        return self.eps_from_x0(x_t, t, self._need(x0_e) + out)
+
+    def eps_from_x0(self, x_t, t, x0):
+        index = t.round().clamp(0, self.abar.shape[0] - 1).long()
+        a = self.abar[index].reshape(-1, 1, 1, 1)
+        return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+
+    def _need(self, x0_e):
+        if x0_e is None:
+            raise ValueError(f"this CNP (condition={self.condition!r}, prediction={self.prediction!r}) "
+                             "needs the reference output x0_E")
+        return x0_e
 
 
 class WeightAllocationNet(nn.Module):
@@ -215,4 +282,4 @@ class StepNet(nn.Module):
         self.cnp, self.wa = cnp, wa
 
     def forward(self, x_t, t, cloudy, reference):
-        return self.cnp(x_t, t, cloudy), self.wa(x_t, t, cloudy, reference)
+        return self.cnp(x_t, t, cloudy, reference), self.wa(x_t, t, cloudy, reference)

@@ -16,6 +16,13 @@ One DE step at timestep t (paper eqs. 9-15)::
 then the DDIM update (``eta_ddim`` = 0: deterministic) or the DDPM posterior step, both on a
 respaced timestep sequence. The final output is x0_t of the last step.
 
+Start of the trajectory: with no ``t_start`` (the paper, and step models whose card has no
+``extra.t_start``) the sampler starts from pure noise x_T = noise[0] and walks ``steps`` timesteps
+evenly spaced over [0, T-1]. With ``t_start`` = t0 (card ``extra.t_start``) it starts from the
+partially noised reference, x_t0 = sqrt(abar_t0) * x0_E + sqrt(1 - abar_t0) * noise[0], and walks
+``steps`` timesteps evenly spaced over [0, t0] (the CNP was trained on t <= t0 only). Either way
+W = 1 everywhere (eta = 1) returns x0_E exactly.
+
 On CUDA (``iobinding="auto"`` and the step session runs on ``CUDAExecutionProvider``) the per-tile
 constants ``cloudy`` and ``reference`` are uploaded to the device once per tile batch and bound with
 IOBinding; x_t and t are bound from host memory each step and eps/weight come back to host memory,
@@ -65,6 +72,27 @@ def respaced_timesteps(T: int, steps: int) -> np.ndarray:
     return ts
 
 
+def sampling_timesteps(T: int, steps: int, t_start: Optional[int] = None) -> np.ndarray:
+    """The timesteps the sampler visits, in descending order: ``steps`` evenly spaced over
+    [0, T-1] (``t_start`` None) or over [0, t_start]."""
+    if t_start is None:
+        return respaced_timesteps(T, steps)[::-1]
+    t_start = int(t_start)
+    if not 0 <= t_start < T:
+        raise ValueError(f"t_start must be in [0, {T - 1}], got {t_start}")
+    if not 1 <= steps <= t_start + 1:
+        raise ValueError(f"steps must be in [1, {t_start + 1}] when sampling from t_start={t_start}, got {steps}")
+    return respaced_timesteps(t_start + 1, steps)[::-1]
+
+
+def start_state(x0_ref: np.ndarray, noise0: np.ndarray, abar: np.ndarray, t_start: Optional[int]) -> np.ndarray:
+    """x at the first visited timestep: noise0 itself (full trajectory) or q(x0_E, t_start)."""
+    if t_start is None:
+        return np.asarray(noise0, dtype=np.float32)
+    a = float(abar[int(t_start)])
+    return (np.sqrt(a) * x0_ref.astype(np.float64) + np.sqrt(1.0 - a) * noise0).astype(np.float32)
+
+
 def clamp_weight(w: np.ndarray, eta: float) -> np.ndarray:
     """Inference-time clamp of the WA output to [eta, 1]."""
     return np.clip(w, eta, 1.0)
@@ -110,20 +138,20 @@ StepFn = Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]
 def sample(step_fn: StepFn, x0_ref: np.ndarray, noise: Sequence[np.ndarray], steps: int = 10,
            eta: float = ETA_DEFAULT, sampler: str = "ddim", eta_ddim: float = 0.0,
            T: int = T_DEFAULT, beta_start: float = BETA_START, beta_end: float = BETA_END,
-           return_weights: bool = False):
+           return_weights: bool = False, t_start: Optional[int] = None):
     """Run the DE sampling loop.
 
     ``step_fn(x_t, t)`` -> (eps, weight), ``t`` a float32 (B,) array of timestep indices
-    (the conditioning y and x0_E are bound inside step_fn). ``noise[0]`` is x_T; ``noise[i]``
-    (i = 1..steps) is the noise of the i-th update (unused by deterministic DDIM and by the
-    last step, and then never read, so a lazy ``TileNoise`` never draws it). Returns x0_t of
-    the last step (and the mean W per step if asked).
+    (the conditioning y and x0_E are bound inside step_fn). ``noise[0]`` is x_T (or, with
+    ``t_start``, the noise of q(x0_E, t_start)); ``noise[i]`` (i = 1..steps) is the noise of the
+    i-th update (unused by deterministic DDIM and by the last step, and then never read, so a lazy
+    ``TileNoise`` never draws it). Returns x0_t of the last step (and the mean W per step if asked).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     abar = alphas_cumprod(T, beta_start, beta_end)
-    ts = respaced_timesteps(T, steps)[::-1]
-    x = np.asarray(noise[0], dtype=np.float32)
+    ts = sampling_timesteps(T, steps, t_start)
+    x = start_state(x0_ref, noise[0], abar, t_start)
     x0 = x
     weights = []
     for i, t in enumerate(ts):
@@ -213,14 +241,19 @@ class DiffusionProcessor:
 
     ``schedule`` (T, beta_start, beta_end) is read from the step model's card ``extra`` when
     ``schedule`` is None and the session carries a card; else the DDPM defaults.
+    ``eta`` None = the card's ``extra.eta`` (chosen on validation pairs at export), else 0.3.
+    ``t_start`` "card" = the card's ``extra.t_start`` (absent: full trajectory from pure noise);
+    None forces the full trajectory; an int starts from q(x0_E, t_start).
     """
 
-    def __init__(self, reference_session, step_session, steps: int = 10, eta: float = ETA_DEFAULT,
+    def __init__(self, reference_session, step_session, steps: int = 10, eta: Optional[float] = None,
                  seed: int = 0, sampler: str = "ddim", eta_ddim: float = 0.0,
                  schedule: Optional[Dict[str, float]] = None, iobinding="auto",
-                 on_step: Optional[Callable[[int, int], None]] = None):
+                 on_step: Optional[Callable[[int, int], None]] = None, t_start="card"):
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if eta is None:
+            eta = default_eta(step_session)
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
         self.reference = ReferenceProcessor(reference_session)
@@ -228,7 +261,9 @@ class DiffusionProcessor:
         self.steps, self.eta, self.seed, self.sampler, self.eta_ddim = int(steps), float(eta), int(seed), sampler, eta_ddim
         self.schedule = dict(schedule or _schedule_from_session(step_session))
         T = int(self.schedule["T"])
-        respaced_timesteps(T, self.steps)  # validates steps early
+        self.t_start = default_t_start(step_session) if isinstance(t_start, str) and t_start == "card" else (
+            None if t_start is None else int(t_start))
+        sampling_timesteps(T, self.steps, self.t_start)  # validates steps and t_start early
         self.last_weights: List[float] = []
         # called as on_step(i, steps) before each step: reports progress, and may raise to cancel
         self.on_step = on_step
@@ -273,7 +308,7 @@ class DiffusionProcessor:
         step = self._observed(self._step_fn(y, x0_ref))
         x0, weights = sample(step, x0_ref, noise, self.steps, self.eta, self.sampler,
                              self.eta_ddim, int(self.schedule["T"]), float(self.schedule["beta_start"]),
-                             float(self.schedule["beta_end"]), return_weights=True)
+                             float(self.schedule["beta_end"]), return_weights=True, t_start=self.t_start)
         self.last_weights = weights
         return {out_name: x0}
 
@@ -294,21 +329,42 @@ class DiffusionProcessor:
         return observed
 
 
-def _schedule_from_session(session) -> Dict[str, float]:
+def _card_extra(session) -> dict:
+    """The ``extra`` block of the card embedded in an ONNX session ({} without a card)."""
     import json
     try:
         meta = session.get_modelmeta().custom_metadata_map
-        extra = json.loads(meta["skyclear.card"]).get("extra", {})
-        return {"T": int(extra["T"]), "beta_start": float(extra["beta_start"]), "beta_end": float(extra["beta_end"])}
+        return dict(json.loads(meta["skyclear.card"]).get("extra", {}))
     except Exception:
+        return {}
+
+
+def _schedule_from_session(session) -> Dict[str, float]:
+    extra = _card_extra(session)
+    try:
+        return {"T": int(extra["T"]), "beta_start": float(extra["beta_start"]), "beta_end": float(extra["beta_end"])}
+    except (KeyError, TypeError, ValueError):
         return {"T": T_DEFAULT, "beta_start": BETA_START, "beta_end": BETA_END}
 
 
 def default_eta(step_session) -> float:
     """The eta stored in the step model's card (``extra.eta``), else 0.3."""
-    import json
     try:
-        meta = step_session.get_modelmeta().custom_metadata_map
-        return float(json.loads(meta["skyclear.card"])["extra"]["eta"])
-    except Exception:
+        return float(_card_extra(step_session)["eta"])
+    except (KeyError, TypeError, ValueError):
         return ETA_DEFAULT
+
+
+def default_t_start(step_session) -> Optional[int]:
+    """The truncated start t0 stored in the step model's card (``extra.t_start``), else None
+    (full trajectory from pure noise, as for step models exported before t_start existed)."""
+    value = _card_extra(step_session).get("t_start")
+    return None if value is None else int(value)
+
+
+def default_steps(step_session, fallback: int = 10) -> int:
+    """The step count stored in the step model's card (``extra.steps_default``)."""
+    try:
+        return int(_card_extra(step_session)["steps_default"])
+    except (KeyError, TypeError, ValueError):
+        return fallback
