@@ -9,6 +9,7 @@ import pytest
 import rasterio
 
 from skyclear.plugin.core.evaluation import evaluate_restoration
+from skyclear.plugin.core.zoo import bundled_models
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +64,9 @@ def test_optical_cloud_removal_keeps_grid_and_dtype(tmp_path, data_dir):
     with rasterio.open(out) as ds, rasterio.open(cloudy) as src:
         assert ds.dtypes[0] == "uint8" and ds.count == 3 and ds.shape == src.shape
         assert ds.crs is None and ds.tags()["SKYCLEAR_STEPS"] == "3"
+        # no ETA given: the value chosen on validation and stored in the step model's card
+        step_card = dict((c.task, c) for _, c in bundled_models())["optical_cloud_removal_diffusion_step"]
+        assert ds.tags()["SKYCLEAR_ETA"] == str(float(step_card.extra["eta"]))
     again = tmp_path / "again.tif"
     run("skyclear:remove_clouds_optical", INPUT=cloudy, OUTPUT=again, STEPS=3, SEED=1)
     with rasterio.open(out) as a, rasterio.open(again) as b:

@@ -42,13 +42,15 @@ def make(option: tools.Option) -> QWidget:
         widget = QSpinBox()
     if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
         low = -1 if kind == tools.OVERLAP else 0
-        widget.setRange(low if option.minimum is None else option.minimum,
+        widget.setRange(-1 if option.from_model else low if option.minimum is None else option.minimum,
                         2 ** 31 - 1 if option.maximum is None else option.maximum)
         if option.step:
             widget.setSingleStep(option.step)
         if kind in (tools.TILE, tools.OVERLAP):
             widget.setSpecialValueText("model default")
             widget.setSuffix(" px")
+        elif option.from_model:
+            widget.setSpecialValueText("model's value")
     widget.setObjectName(object_name(option))
     if option.help:
         widget.setToolTip(sentence(option.help))
@@ -66,7 +68,7 @@ def value(widget: QWidget, option: tools.Option) -> Any:
     number = widget.value()
     if kind == tools.TILE:
         return number or None
-    if kind == tools.OVERLAP:
+    if kind == tools.OVERLAP or option.from_model:
         return None if number < 0 else number
     return number
 
@@ -79,7 +81,7 @@ def set_value(widget: QWidget, option: tools.Option, given: Any) -> None:
         widget.setCurrentIndex(max(0, widget.findData(given)))
     elif kind == tools.TILE:
         widget.setValue(int(given or 0))
-    elif kind == tools.OVERLAP:
+    elif kind == tools.OVERLAP or (option.from_model and given is None):
         widget.setValue(-1 if given is None else int(given))
     elif given is not None:
         widget.setValue(float(given) if kind == tools.FLOAT else int(given))

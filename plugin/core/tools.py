@@ -111,6 +111,7 @@ class Option:
     section: str = "options"
     dialog_default: Any = None                 # the dialog's first choice where it differs from default
     advanced: bool = False                     # Processing: under "Advanced parameters"
+    from_model: bool = False                   # default None = the model card's value (-1 in forms)
     in_dialog: bool = True                     # False: the dialog has its own widget for it, or none
 
     @property
@@ -336,12 +337,15 @@ TOOLS: Tuple[ToolSpec, ...] = (
             Option("mode", "MODE", CHOICE, "Mode",
                    "diffusion (reference + sampling) or reference (fast, reference network only).",
                    default="diffusion", choices=OPTICAL_MODES, section="model"),
-            Option("steps", "STEPS", INT, "Sampling steps",
-                   "number of DDIM sampling steps: more is slower, slightly sharper.", default=10,
+            Option("steps", "STEPS", INT, "Sampling steps (-1 = the step model's validated count)",
+                   "number of DDIM sampling steps: more is slower; -1 = the count stored in the step "
+                   "model's card.", default=None, from_model=True,
                    title="Diffusion steps", minimum=1, maximum=1000, when=(("mode", ("diffusion",)),)),
-            Option("eta", "ETA", FLOAT, "η (minimum reference weight)",
-                   "η, the lower clamp of the weight given to the reference network (0–1; paper: 0.3).",
-                   default=0.3, title="η (reference weight floor)", minimum=0.0, maximum=1.0, step=0.05,
+            Option("eta", "ETA", FLOAT, "η, minimum reference weight (-1 = the step model's validated value)",
+                   "η, the lower clamp of the weight given to the reference network (0–1; paper: 0.3; "
+                   "1 = the reference network alone); -1 = the value chosen on validation pairs and "
+                   "stored in the step model's card.", default=None, from_model=True,
+                   title="η (reference weight floor)", minimum=0.0, maximum=1.0, step=0.05,
                    when=(("mode", ("diffusion",)),)),
             Option("seed", "SEED", INT, "Random seed",
                    "noise seed; the same seed and input give the same output.", default=0, title="Seed",

@@ -211,7 +211,10 @@ def _parameter(option: tools.Option):
         parameter = QgsProcessingParameterBoolean(option.param, option.label, bool(option.default))
     elif option.kind in (tools.INT, tools.FLOAT):
         kind = number.Integer if option.kind == tools.INT else number.Double
-        parameter = number(option.param, option.label, kind, option.default, **limits)
+        if option.from_model:     # -1 = the model card's value
+            limits["minValue"] = -1
+        default = -1 if option.from_model and option.default is None else option.default
+        parameter = number(option.param, option.label, kind, default, **limits)
     elif option.kind == tools.TILE:       # 0 = the model's tile
         parameter = number(option.param, option.label, number.Integer, option.default or 0, **limits)
     elif option.kind == tools.OVERLAP:    # -1 = the model's default
@@ -272,10 +275,10 @@ class ToolAlgorithm(SkyClearAlgorithm):
         kind, name = option.kind, option.param
         if kind == tools.BOOL:
             return self.parameterAsBoolean(parameters, name, context)
-        if kind == tools.INT:
-            return self.parameterAsInt(parameters, name, context)
-        if kind == tools.FLOAT:
-            return self.parameterAsDouble(parameters, name, context)
+        if kind in (tools.INT, tools.FLOAT):
+            read = self.parameterAsInt if kind == tools.INT else self.parameterAsDouble
+            value = read(parameters, name, context)
+            return None if option.from_model and value < 0 else value
         if kind == tools.CHOICE:
             return list(option.choices)[self.parameterAsEnum(parameters, name, context)]
         if kind == tools.TILE:
