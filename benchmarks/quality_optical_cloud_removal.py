@@ -127,6 +127,8 @@ def main(argv=None) -> int:
     p.add_argument("--time-repeats", type=int, default=3, help="timed runs per method on one 256² tile (0 = skip)")
     p.add_argument("--rows-out", help="write the per-pair rows as JSON (to merge runs made in parallel)")
     p.add_argument("--merge", nargs="+", help="only print the tables of earlier --rows-out files")
+    p.add_argument("--figure", help="PNG: cloudy | E | DE | clear on the first held-out pair of each folder "
+                                    "(DE with 10 steps when measured, else the first --steps)")
     p.add_argument("--metrics-json", help="also write the summary as JSON (e.g. RUN/heldout_metrics.json, "
                                           "which the DE export puts into the model card)")
     args = p.parse_args(argv)
@@ -162,6 +164,8 @@ def main(argv=None) -> int:
     rows: Dict[str, List[dict]] = {m: [] for m in methods}
     started = time.time()
     first_y = None
+    figure_steps = 10 if 10 in args.steps else args.steps[0]
+    figure_rows = []
     for folder in args.folders:
         for k, pair_id in enumerate(HELD_OUT[folder]):
             base = os.path.join(args.data, folder, pair_id)
@@ -178,12 +182,16 @@ def main(argv=None) -> int:
             tick = time.time()
             out = reference({"cloudy": y}, [(0, 0)])["restored"]
             record("reference E", to_uint8(out, card), time.time() - tick)
+            if args.figure and k == 0:
+                figure_rows.append([(f"{folder}/{pair_id} cloudy", cloudy), ("reference E", to_uint8(out, card))])
             if args.de_pairs and k >= args.de_pairs:
                 continue
             for s in args.steps:
                 tick = time.time()
                 out = de[s]({"cloudy": y}, [(0, 0)])["restored"]
                 record(f"DE {s} steps", to_uint8(out, card), time.time() - tick)
+                if args.figure and k == 0 and s == figure_steps:
+                    figure_rows[-1] += [(f"DE {s} steps", to_uint8(out, card)), ("clear (target)", clear)]
                 r, e = rows[f"DE {s} steps"][-1], rows["reference E"][-1]
                 print(f"  {folder}/{pair_id} DE {s:>2} steps: PSNR {r['psnr']:.2f} (E {e['psnr']:.2f}, input "
                       f"{rows['cloudy input'][-1]['psnr']:.2f}) SSIM {r['ssim']:.4f} (E {e['ssim']:.4f}) "
@@ -200,7 +208,27 @@ def main(argv=None) -> int:
         with open(args.rows_out, "w") as f:
             json.dump({"rows": rows, "seconds": time.time() - started, "timing": timing, "info": info}, f)
     report(args, rows, methods, time.time() - started, timing, info)
+    if args.figure:
+        save_figure(args.figure, figure_rows)
+        print(f"\nfigure: {args.figure}")
     return 0
+
+
+def save_figure(path: str, figure_rows, gap: int = 6, label: int = 18) -> None:
+    """Rows of titled uint8 RGB panels, no stretch (the values the plugin writes)."""
+    from PIL import Image, ImageDraw
+    height = max(a.shape[1] for row in figure_rows for _, a in row) + label
+    width = max(sum(a.shape[2] + gap for _, a in row) for row in figure_rows) - gap
+    out = Image.new("RGB", (width, len(figure_rows) * (height + gap) - gap), "white")
+    draw = ImageDraw.Draw(out)
+    for r, row in enumerate(figure_rows):
+        x, y = 0, r * (height + gap)
+        for title, a in row:
+            out.paste(Image.fromarray(np.moveaxis(a[:3], 0, -1)), (x, y + label))
+            draw.text((x + 4, y + 3), title, fill="black")
+            x += a.shape[2] + gap
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    out.save(path)
 
 
 def _fmt_ci(mean: float, low: float, high: float, digits: int) -> str:
