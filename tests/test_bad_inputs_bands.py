@@ -335,7 +335,7 @@ def test_diffusion_noise_is_drawn_lazily_with_the_same_result():
         noise = [np.stack([t[i] for t in per_tile]) for i in range(steps + 1)]
         expected = sample(proc._step_fn(y, x0_ref), x0_ref, noise, steps, proc.eta, sampler, 0.0,
                           int(proc.schedule["T"]), float(proc.schedule["beta_start"]),
-                          float(proc.schedule["beta_end"]))
+                          float(proc.schedule["beta_end"]), t_start=proc.t_start)
         np.testing.assert_array_equal(out, expected)
         # the eager way holds 2 * (steps + 1) draws at once; lazily a handful of tile-sized arrays
         assert peak < 12 * y.nbytes, (sampler, peak / y.nbytes)

@@ -102,6 +102,8 @@ def test_processing_algorithms_are_the_registry_tools(provider):
             default = definitions[option.param].defaultValue()
             if option.kind == tools.CHOICE:
                 assert list(option.choices)[default] == option.default, (spec.name, option.keyword)
+            elif option.from_model and option.default is None:   # -1 = the model card's value
+                assert default == -1 and definitions[option.param].minimum() == -1, (spec.name, option.keyword)
             else:
                 assert default == option.default, (spec.name, option.keyword)
         for item in spec.inputs:

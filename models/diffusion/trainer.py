@@ -47,6 +47,9 @@ from .reference import build_reference, count_parameters
 from .splits import HELD_OUT, is_held_out
 from .unet import ConditionalNoisePredictor, StepNet, WeightAllocationNet
 
+# 2.0.0: E that removes clouds + the truncated, residual, E-conditioned diffusion stage (issue 11)
+CARD_VERSION = "2.0.0"
+
 DEFAULTS: Dict[str, Any] = {
     "bands": 3,
     "steps": 1000,
@@ -562,7 +565,7 @@ def export(run_dir: str, out_path: str, args) -> None:
     if kind == "de-reference":
         model, _ = load_reference(run_dir, bands)
         card = {
-            "schema_version": 1, "name": name, "version": "0.1.0", "task": "optical_cloud_removal_reference",
+            "schema_version": 1, "name": name, "version": CARD_VERSION, "task": "optical_cloud_removal_reference",
             "description": "DE reference model E (MSDA-CR-like multiscale dilated residual net), L1-trained; "
                            "also the x0_E input of the diffusion step graph.",
             "inputs": [{"name": "cloudy", "role": "optical", "bands": _rgb_bands(bands)}],
@@ -592,7 +595,7 @@ def export(run_dir: str, out_path: str, args) -> None:
         aux = lambda meaning: [{"name": b, "meaning": meaning, "scale": 1.0, "offset": 0.0}
                                for b in ["R", "G", "B", "N"][:bands]]
         card = {
-            "schema_version": 1, "name": name, "version": "0.1.0", "task": "optical_cloud_removal_diffusion_step",
+            "schema_version": 1, "name": name, "version": CARD_VERSION, "task": "optical_cloud_removal_diffusion_step",
             "description": "One DE denoising step: conditional noise predictor (eps) and weight allocation "
                            "network (weight, sigmoid output in [0, 1]; clamp to [eta, 1] at inference). "
                            "Use with the reference model E; the sampling loop runs in the plugin"
