@@ -566,8 +566,9 @@ def export(run_dir: str, out_path: str, args) -> None:
         model, _ = load_reference(run_dir, bands)
         card = {
             "schema_version": 1, "name": name, "version": CARD_VERSION, "task": "optical_cloud_removal_reference",
-            "description": "DE reference model E (MSDA-CR-like multiscale dilated residual net), L1-trained; "
-                           "also the x0_E input of the diffusion step graph.",
+            "description": "DE reference model E (MSDA-CR-like multiscale dilated residual net), trained with "
+                           f"L1{' + SSIM' if config.get('ssim_weight') else ''}; also the x0_E input of the "
+                           "diffusion step graph.",
             "inputs": [{"name": "cloudy", "role": "optical", "bands": _rgb_bands(bands)}],
             "outputs": [{"name": "restored", "role": "optical", "bands": _rgb_bands(bands), "dtype": None}],
             "tiling": {"tile_size": 256, "size_multiple": 8, "default_overlap": 32},
