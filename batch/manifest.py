@@ -132,10 +132,19 @@ _CONVERTERS = {tools.BOOL: _bool, tools.INT: _int, tools.FLOAT: float, tools.TIL
                tools.OVERLAP: _overlap, tools.EXTENT: _extent, tools.SCALE: _scale}
 
 
+def _from_model(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Negative (-1, as in Processing) = None, the model card's value (an empty cell is absent)."""
+    def parse(value):
+        number = convert(value)
+        return None if number < 0 else number
+    return parse
+
+
 def _option_param(option: tools.Option) -> Param:
     if option.kind == tools.CHOICE:
         return Param(option.keyword, VALUE, _choice(tuple(option.choices)))
-    return Param(option.keyword, VALUE, _CONVERTERS[option.kind])
+    convert = _CONVERTERS[option.kind]
+    return Param(option.keyword, VALUE, _from_model(convert) if option.from_model else convert)
 
 
 @dataclass(frozen=True)

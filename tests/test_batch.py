@@ -339,3 +339,15 @@ def test_command_line_checks_and_runs_in_process(data_dir, tmp_path):
     fail = subprocess.run([sys.executable, "-m", "skyclear.batch", bad], capture_output=True, text=True, env=env,
                           timeout=120)
     assert fail.returncode == 2 and "file not found" in fail.stderr
+
+
+def test_minus_one_means_the_step_models_value(tmp_path):
+    from skyclear.batch.manifest import parse_row
+
+    base = {"TOOL": "remove_clouds_optical", "INPUT": "in.tif", "OUTPUT": "out.tif"}
+    job = parse_row(1, {**base, "STEPS": "-1", "ETA": "-1"}, str(tmp_path))
+    assert not job.problems and job.kwargs["steps"] is None and job.kwargs["eta"] is None
+    job = parse_row(2, {**base, "STEPS": "5", "ETA": "0.45"}, str(tmp_path))
+    assert not job.problems and job.kwargs["steps"] == 5 and job.kwargs["eta"] == 0.45
+    job = parse_row(3, {**base, "ETA": "1.5"}, str(tmp_path))
+    assert any("ETA" in p and "between 0 and 1" in p for p in job.problems), job.problems
