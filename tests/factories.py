@@ -117,3 +117,15 @@ def with_card(card: dict, **changes) -> dict:
     out = copy.deepcopy(card)
     out.update(changes)
     return out
+
+
+def jittered(module, seed: int = 0):
+    """``module`` in eval mode with N(0, 0.05) added to every weight: a small untrained network
+    whose zero-initialised heads still produce a non-trivial output (torch imported here only)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return module.eval()

@@ -20,13 +20,7 @@ from skyclear.plugin.core.model_card import read_card  # noqa: E402
 from skyclear.plugin.core.pipelines.optical_cloud_removal import (DiffusionProcessor, ReferenceProcessor,  # noqa: E402
                                                                   tile_noise)
 
-
-def _jitter(module):
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return module.eval()
+from factories import jittered  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +28,9 @@ def exported(data_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("de_export")
     data = str(data_dir / "rice1")
     torch.manual_seed(0)
-    ref = _jitter(build_reference({"channels": 8, "blocks": 1}, 3))
-    cnp = _jitter(ConditionalNoisePredictor(3, {"preset": "cnp-tiny"}))
-    wa = _jitter(WeightAllocationNet(3, {"preset": "wa-tiny"}))
+    ref = jittered(build_reference({"channels": 8, "blocks": 1}, 3))
+    cnp = jittered(ConditionalNoisePredictor(3, {"preset": "cnp-tiny"}))
+    wa = jittered(WeightAllocationNet(3, {"preset": "wa-tiny"}))
     ref_run, step_run = RunDir(str(tmp / "ref")), RunDir(str(tmp / "joint"))
     ref_run.save_config({"kind": "de-reference", "bands": 3, "reference": {"channels": 8, "blocks": 1}, "data": data})
     ref_run.save_checkpoint(1, {"models": {"reference": ref.state_dict()}})

@@ -28,6 +28,8 @@ from skyclear.models.diffusion.trainer import DEFAULTS, compute_losses, export, 
 from skyclear.models.diffusion.unet import ConditionalNoisePredictor, StepNet, WeightAllocationNet  # noqa: E402
 from skyclear.plugin.core.model_card import read_card  # noqa: E402
 
+from factories import jittered  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (2, 3, 8, 8)
 
@@ -120,14 +122,6 @@ def test_cnp_conditioning_shapes_and_residual_starts_at_reference():
         ConditionalNoisePredictor(3, {"preset": "cnp-tiny", "prediction": "x0"})
 
 
-def _jitter(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return module.eval()
-
-
 @pytest.fixture(scope="module")
 def truncated_models(data_dir, tmp_path_factory):
     """Tiny exported E + step graph with an E-conditioned residual CNP and t_start = 200."""
@@ -135,9 +129,9 @@ def truncated_models(data_dir, tmp_path_factory):
     data = str(data_dir / "rice1")
     torch.manual_seed(0)
     cnp_cfg = {"preset": "cnp-tiny", "condition": "cloudy+reference", "prediction": "residual"}
-    ref = _jitter(build_reference({"channels": 8, "blocks": 1}, 3))
-    cnp = _jitter(ConditionalNoisePredictor(3, cnp_cfg), 1)
-    wa = _jitter(WeightAllocationNet(3, {"preset": "wa-tiny"}), 2)
+    ref = jittered(build_reference({"channels": 8, "blocks": 1}, 3))
+    cnp = jittered(ConditionalNoisePredictor(3, cnp_cfg), 1)
+    wa = jittered(WeightAllocationNet(3, {"preset": "wa-tiny"}), 2)
     RunDir(str(tmp / "ref")).save_config({"kind": "de-reference", "bands": 3, "data": data,
                                            "reference": {"channels": 8, "blocks": 1}})
     RunDir(str(tmp / "ref")).save_checkpoint(1, {"models": {"reference": ref.state_dict()}})
@@ -246,7 +240,7 @@ def test_wa_loss_on_the_samplers_own_states(data_dir):
     y, x0 = torch.from_numpy(y_np), torch.from_numpy(x_np)
     torch.manual_seed(0)
     ref = build_reference({"channels": 8, "blocks": 1}, 3).eval()
-    cnp = _jitter(ConditionalNoisePredictor(3, {"preset": "cnp-tiny", "condition": "cloudy+reference",
+    cnp = jittered(ConditionalNoisePredictor(3, {"preset": "cnp-tiny", "condition": "cloudy+reference",
                                                 "prediction": "residual"}))
     wa = WeightAllocationNet(3, "wa-tiny")
     diffusion = gaussian.GaussianDiffusion()

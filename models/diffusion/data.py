@@ -125,14 +125,20 @@ class PairDataset:
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def batch(self, rng: np.random.Generator, n: int, size: Optional[int] = None):
-        ys, xs = [], []
+    def batch(self, rng: np.random.Generator, n: int, size: Optional[int] = None,
+              extra: Optional[Sequence[np.ndarray]] = None):
+        """(cloudy, clear) in network units; with ``extra`` (one float array per pair, e.g. E's
+        cached output) also that, cropped and turned with its pair: (cloudy, clear, extra)."""
+        ys, xs, es = [], [], []
         for _ in range(n):
             i = int(rng.integers(0, len(self.pairs)))
-            arrays = [self.cloudy[i], self.clear[i]]
+            arrays = [self.cloudy[i], self.clear[i]] + ([extra[i]] if extra is not None else [])
             if size:
                 arrays = random_crop(arrays, size, rng)
-            y, x = random_dihedral(arrays, rng)
+            y, x, *e = random_dihedral(arrays, rng)
             ys.append(to_net(y))
             xs.append(to_net(x))
+            es += [a.astype(np.float32) for a in e]
+        if extra is not None:
+            return np.stack(ys), np.stack(xs), np.stack(es)
         return np.stack(ys), np.stack(xs)

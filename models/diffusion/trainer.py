@@ -282,7 +282,7 @@ def train(args) -> None:
             break
         size = None if kind == "de-cnp" and config.get("coarse_size") else config["crop_size"]
         if reference_cache is not None:
-            y_np, x_np, r_np = batch_with_reference(data, reference_cache, rng, int(config["batch_size"]), size)
+            y_np, x_np, r_np = data.batch(rng, int(config["batch_size"]), size, extra=reference_cache)
             x0_ref = torch.from_numpy(r_np).to(device)
         else:
             y_np, x_np = data.batch(rng, int(config["batch_size"]), size)
@@ -353,22 +353,6 @@ def reference_outputs(reference, data: PairDataset, device) -> list:
     """x0_E of every image of ``data`` (whole image, float16 (C, H, W) arrays)."""
     return [reference(torch.from_numpy(to_net(c))[None].to(device))[0].cpu().numpy().astype(np.float16)
             for c in data.cloudy]
-
-
-def batch_with_reference(data: PairDataset, refs: list, rng: np.random.Generator, n: int, size: Optional[int]):
-    """Like ``PairDataset.batch``, with the cached x0_E cropped and turned along with each pair."""
-    from ..common.augment import random_crop, random_dihedral
-    ys, xs, rs = [], [], []
-    for _ in range(n):
-        i = int(rng.integers(0, len(data)))
-        arrays = [data.cloudy[i], data.clear[i], refs[i]]
-        if size:
-            arrays = random_crop(arrays, size, rng)
-        y, x, r = random_dihedral(arrays, rng)
-        ys.append(to_net(y))
-        xs.append(to_net(x))
-        rs.append(r.astype(np.float32))
-    return np.stack(ys), np.stack(xs), np.stack(rs)
 
 
 def compute_losses(kind: str, config, models, frozen, diffusion: GaussianDiffusion, y, x0,
