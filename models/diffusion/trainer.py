@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 
 from ..common.run import EMA, RunDir, load_config, pick_device, set_seed
-from .data import PairDataset, find_pairs, read_image, split_roots, to_net
+from ...plugin.core.metrics.restoration import psnr
+from .data import PairDataset, find_pairs, from_net, read_image, split_roots, to_net
 from .gaussian import GaussianDiffusion, loss_ddpm, loss_wa, sampler_states
 from .reference import build_reference, count_parameters
 from .splits import HELD_OUT, is_held_out
@@ -334,8 +335,7 @@ def _validate_reference(run: RunDir, step: int, ema: EMA, config, bands: int, va
     psnrs = []
     for cloudy, clear in zip(validation.cloudy, validation.clear):
         out = model(torch.from_numpy(to_net(cloudy))[None].to(device))[0].cpu().numpy()
-        err = (np.clip(np.round(out * 127.5 + 127.5), 0, 255) - clear.astype(np.float64)) ** 2
-        psnrs.append(10 * np.log10(255.0 ** 2 / max(err.mean(), 1e-10)))
+        psnrs.append(psnr(from_net(out), clear, 255.0))
     score = float(np.mean(psnrs))
     best_path = os.path.join(run.checkpoint_dir, "best.pt")
     best = torch.load(best_path, map_location="cpu", weights_only=False)["val_psnr"] if os.path.exists(best_path) else None
