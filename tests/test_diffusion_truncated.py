@@ -8,6 +8,7 @@ choice of eta -> export card."""
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -359,3 +360,17 @@ def test_recipe_configs_use_known_keys(profile):
         else:
             assert config["wa_trajectory"] is True and config["sample_steps"] == 10
     assert os.access(REPO / "scripts" / "train_de.sh", os.X_OK)
+
+
+def test_read_image_without_gdal_gives_the_same_pixels(tmp_path, monkeypatch):
+    """A GPU machine with torch but no GDAL trains from the same PNG pixels (Pillow stands in)."""
+    from PIL import Image
+    rgba = np.random.default_rng(0).integers(0, 256, (5, 7, 4), dtype=np.uint8)
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    Image.fromarray(rgba[..., 0]).save(tmp_path / "grey.png")
+    with_gdal = [read_image(str(tmp_path / name), bands) for name, bands in (("rgba.png", 3), ("grey.png", None))]
+    monkeypatch.setitem(sys.modules, "rasterio", None)   # import rasterio -> ImportError
+    without_gdal = [read_image(str(tmp_path / name), bands) for name, bands in (("rgba.png", 3), ("grey.png", None))]
+    assert with_gdal[0].shape == (3, 5, 7) and with_gdal[1].shape == (1, 5, 7)
+    for a, b in zip(with_gdal, without_gdal):
+        np.testing.assert_array_equal(a, b)

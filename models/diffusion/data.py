@@ -82,12 +82,23 @@ def select_pairs(roots: Sequence[str], split: str = "train") -> List[Pair]:
 
 
 def read_image(path: str, bands: Optional[int] = None) -> np.ndarray:
-    """(C, H, W) uint8. ``bands`` keeps the first N bands (e.g. drop PNG alpha)."""
-    import rasterio
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # NotGeoreferencedWarning for PNGs
-        with rasterio.open(path) as src:
-            data = src.read()
+    """(C, H, W) uint8. ``bands`` keeps the first N bands (e.g. drop PNG alpha).
+
+    Pillow stands in for rasterio where GDAL is not installed (a rented GPU machine with torch
+    only); PNG decoding is lossless, so both give the same pixels.
+    """
+    try:
+        import rasterio
+    except ImportError:
+        from PIL import Image
+        with Image.open(path) as image:
+            data = np.asarray(image)
+        data = data[None] if data.ndim == 2 else data.transpose(2, 0, 1)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NotGeoreferencedWarning for PNGs
+            with rasterio.open(path) as src:
+                data = src.read()
     if data.dtype != np.uint8:
         raise ValueError(f"{path}: expected uint8 data, got {data.dtype}")
     if bands is not None:
