@@ -251,6 +251,9 @@ def cv_report(cv_dir) -> str:
         out.append(f"- {m} ({plan['models'][m]['label']}): mean training {np.mean(secs):.0f} s/fold; extra sources "
                    f"{ {k: len(v) for k, v in used.items()} }; dropped for place overlap with a test triplet: "
                    f"{dropped or 'none'}")
+    post = sorted({r.get("postprocess") or "none (raw network)" for m in results for r in results[m]
+                   if r.get("model") != "cloudy input"})
+    out.append(f"Outputs scored after: {'; '.join(post)}.")
     out.append("Reflectance = DN/10000 clipped to [0,1], outputs rounded to uint16 DN; PSNR data range 1; SSIM 11x11 "
                "Gaussian sigma 1.5; SAM degrees; 'cloudy' = cloud_mask == 1 pixels (samples with a non-empty mask). "
                "Differences are per-sample paired, mean [bootstrap 95 % CI]; wins = samples where the first is better.")
@@ -293,16 +296,19 @@ def cv_report(cv_dir) -> str:
                + " |")
     if any(clear.get(m) for m in models):
         out += ["", "Clear scenes kept out of training (input = clear image, so the output should equal it): "
-                "PSNR / SAM of the output against the input, mean over folds (min PSNR):", "",
-                "| scene | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+                "PSNR / SAM of the output against the input, mean over folds (min PSNR); 'raw network' = "
+                "without the tool's default snow test:", "",
+                "| scene | output | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
         for scene in sorted({c["scene"] for m in models for c in clear.get(m, [])}):
-            cells = []
-            for m in models:
-                cs = [c for c in clear.get(m, []) if c["scene"] == scene]
-                psnr = [c["psnr_vs_input"] for c in cs]
-                sam = [c["sam_vs_input"] for c in cs]
-                cells.append(f"{np.mean(psnr):.2f} dB / {np.mean(sam):.2f} deg (min {min(psnr):.2f})" if cs else "-")
-            out.append(f"| {scene} | " + " | ".join(cells) + " |")
+            for label, prefix in (("as the tool writes it", ""), ("raw network", "raw_")):
+                cells = []
+                for m in models:
+                    cs = [c for c in clear.get(m, []) if c["scene"] == scene and prefix + "psnr_vs_input" in c]
+                    psnr = [c[prefix + "psnr_vs_input"] for c in cs]
+                    sam = [c[prefix + "sam_vs_input"] for c in cs]
+                    cells.append(f"{np.mean(psnr):.2f} dB / {np.mean(sam):.2f} deg (min {min(psnr):.2f})"
+                                 if cs else "-")
+                out.append(f"| {scene} | {label} | " + " | ".join(cells) + " |")
 
     # SAR structure under cloud
     out += ["", "SAR structure under cloud: correlation of output edge strength with SAR edge strength inside cloudy "

@@ -1,11 +1,11 @@
-"""The QGIS-free SAR cloud-removal tile processor and keep_clear_pixels."""
+"""The QGIS-free SAR cloud-removal tile processor, keep_clear_pixels and the snow test."""
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from skyclear.plugin.core.pipelines.sar_cloud_removal import (SarCloudRemovalProcessor, cloud_probability,
-                                                              keep_clear_pixels)
+                                                              keep_clear_pixels, keep_snow, snow_weight)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,3 +131,66 @@ def test_bundled_models_load(name):
     out = proc({"optical": np.full((1, 13, 64, 64), 0.2, np.float32), "sar": np.full((1, 2, 64, 64), 0.5, np.float32)},
                [(0, 0)])
     assert np.isfinite(out["restored"]).all()
+
+
+S2_NAMES = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12"]
+
+
+def _spectra(**pixels):
+    """(13, 1, N) reflectance: one pixel per keyword, given as (B3, B8, B10, B11); other bands 0.1."""
+    out = np.full((13, 1, len(pixels)), 0.1, np.float32)
+    for j, (b3, b8, b10, b11) in enumerate(pixels.values()):
+        out[[2, 7, 10, 11], 0, j] = b3, b8, b10, b11
+    return out
+
+
+def test_snow_weight_keeps_snow_and_nothing_that_only_looks_like_it():
+    refl = _spectra(snow=(0.60, 0.55, 0.006, 0.05), dim_snow=(0.20, 0.18, 0.004, 0.03),
+                    water_cloud=(0.60, 0.60, 0.010, 0.45), water=(0.05, 0.02, 0.001, 0.01),
+                    cirrus_over_snow=(0.60, 0.55, 0.040, 0.08), vegetation=(0.08, 0.35, 0.002, 0.20))
+    w = dict(zip(["snow", "dim_snow", "water_cloud", "water", "cirrus_over_snow", "vegetation"],
+                 snow_weight(refl, S2_NAMES)[0]))
+    assert w["snow"] == 1 and w["dim_snow"] == 1
+    assert w["water_cloud"] == w["water"] == w["cirrus_over_snow"] == w["vegetation"] == 0
+    # L2A has no B10: no cirrus veto, the rest of the test holds; no B11: no test at all
+    no_b10 = [n for n in S2_NAMES if n != "B10"]
+    assert snow_weight(np.delete(refl, 10, 0), no_b10)[0].tolist() == [1, 1, 0, 0, 1, 0]
+    assert snow_weight(refl[:3], ["B2", "B3", "B4"]) is None
+
+
+def test_keep_snow_blends_the_input_back_and_clears_the_probability():
+    restored = np.full((2, 1, 3), 100.0, np.float32)
+    optical = np.full((2, 1, 3), 900.0, np.float32)
+    out, prob = keep_snow(restored, optical, np.array([[0.0, 0.5, 1.0]]), np.full((1, 1, 3), 0.8, np.float32))
+    assert out[:, 0].tolist() == [[100, 500, 900]] * 2 and out.dtype == restored.dtype
+    np.testing.assert_allclose(prob[0, 0], [0.8, 0.4, 0.0])
+    assert restored[0, 0, 0] == 100  # inputs untouched
+
+
+def test_snowy_winter_scene_comes_out_unchanged(data_dir, tmp_path):
+    """BigEarthNet 57_38 (snow, kept out of every training run) through the job with the bundled
+    model: with the snow test the scene stays as it was; without it the network paints land over it."""
+    import rasterio
+    from skyclear.models.ibhfn.sources import l2a_to_l1c
+    from skyclear.plugin.core import jobs
+    from skyclear.plugin.core.metrics.restoration import restoration_metrics
+
+    patch = data_dir / "bigearthnet_s1s2" / "57_38"
+    with rasterio.open(patch / "s2.tif") as src:
+        profile = dict(src.profile, count=13)
+        l1c = np.clip(np.rint(l2a_to_l1c(src.read())), 0, 10000).astype("uint16")
+    optical = tmp_path / "s2_l1c.tif"
+    with rasterio.open(optical, "w", **profile) as dst:
+        dst.write(l1c)
+    results = {}
+    for keep in (True, False):
+        out = tmp_path / f"keep_{keep}.tif"
+        jobs.remove_clouds_sar(optical=str(optical), sar=str(patch / "s1.tif"), output=str(out), device="cpu",
+                               keep_snow=keep)
+        with rasterio.open(out) as dst, rasterio.open(str(out).replace(".tif", "_cloud_probability.tif")) as p:
+            results[keep] = (restoration_metrics(dst.read() / 1e4, l1c / 1e4, 1.0)["psnr"], p.read(1),
+                             dst.tags().get("SKYCLEAR_KEEP_SNOW"))
+    assert results[True][2] == "on" and results[False][2] == "off"
+    assert results[True][0] > 40, results[True][0]          # unchanged up to the snow test's ramps
+    assert results[False][0] < 25, results[False][0]        # the raw network's harm the test prevents
+    assert np.median(results[True][1]) < 0.05 < np.median(results[False][1])

@@ -94,15 +94,19 @@ def _with_cloud_probability(card):
 
 @with_defaults
 def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability: Optional[str] = None,
-                      model: Optional[str] = None, keep_clear: bool, clear_threshold: float, tile_size, overlap,
+                      model: Optional[str] = None, keep_snow: bool, keep_clear: bool, clear_threshold: float,
+                      tile_size, overlap,
                       device, optical_bands: Bands = None, sar_bands: Bands = None, extent, progress=None,
                       is_cancelled=None, value_scale, compression) -> RunReport:
     """Cloud-free optical image in the input's units plus a cloud-probability map.
 
-    With ``keep_clear``, pixels whose cloud probability is below ``clear_threshold`` keep the
-    input value unchanged.
+    With ``keep_snow``, snow and ice (the Sentinel-2 snow test, ``snow_weight``) keep the input
+    value and count as clear; with ``keep_clear``, pixels whose cloud probability is below
+    ``clear_threshold`` keep the input value unchanged.
     """
-    from .pipelines.sar_cloud_removal import SarCloudRemovalProcessor, keep_clear_pixels
+    from .engine import preprocess
+    from .pipelines.sar_cloud_removal import (SarCloudRemovalProcessor, keep_clear_pixels, keep_snow as blend_snow,
+                                              snow_weight)
     from .pipelines.sar_cloud_removal import cloud_probability as to_cloud
 
     spec = tool("remove_clouds_sar")
@@ -119,11 +123,21 @@ def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability:
         result = model_processor(inputs, origins)
         return {restored_name: result[restored_name], "cloud_probability": to_cloud(result[clear_name])}
 
-    optical_input = card.inputs_with_role("optical")[0].name
+    optical_spec = card.inputs_with_role("optical")[0]
+    snow_state = "on" if keep_snow else "off"
+    if keep_snow and snow_weight(np.zeros((len(optical_spec.bands), 1, 1), np.float32),
+                                 optical_spec.band_names) is None:
+        keep_snow, snow_state = False, "skipped: the model's optical input has no B3, B8 and B11"
 
-    def keep_clear_hook(raw, inputs_raw, valid):
-        raw[restored_name] = keep_clear_pixels(raw[restored_name], inputs_raw[optical_input],
-                                               raw["cloud_probability"][0], clear_threshold, valid)
+    def block_hook(raw, inputs_raw, valid):
+        optical_raw = inputs_raw[optical_spec.name]
+        if keep_snow:
+            weight = snow_weight(preprocess(optical_raw, optical_spec), optical_spec.band_names) * valid
+            raw[restored_name], raw["cloud_probability"] = blend_snow(
+                raw[restored_name], optical_raw, weight, raw["cloud_probability"])
+        if keep_clear:
+            raw[restored_name] = keep_clear_pixels(raw[restored_name], optical_raw, raw["cloud_probability"][0],
+                                                   clear_threshold, valid)
         return raw
 
     outputs = {restored_name: output,
@@ -132,8 +146,8 @@ def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability:
     return _run(full_card, paths, processor, outputs, provider=provider, tile_size=tile_size,
                 overlap=overlap, band_lists=_band_lists(card, optical_bands, sar_bands),
                 labels=_labels(card), extent=extent, progress=progress, is_cancelled=is_cancelled,
-                value_scale=value_scale, compression=compression, block_hook=keep_clear_hook if keep_clear else None,
-                tags=dict(_model_tags(model), SKYCLEAR_KEEP_CLEAR=str(keep_clear),
+                value_scale=value_scale, compression=compression, block_hook=block_hook if keep_snow or keep_clear else None,
+                tags=dict(_model_tags(model), SKYCLEAR_KEEP_SNOW=snow_state, SKYCLEAR_KEEP_CLEAR=str(keep_clear),
                           SKYCLEAR_CLEAR_THRESHOLD=str(clear_threshold)))
 
 

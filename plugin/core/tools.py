@@ -297,6 +297,10 @@ TOOLS: Tuple[ToolSpec, ...] = (
                           "a SkyClear SAR cloud-removal ONNX model; empty = the bundled IB-HFN.",
                           default_task="sar_cloud_removal"),),
         options=(
+            Option("keep_snow", "KEEP_SNOW", BOOL, "Keep snow and ice unchanged",
+                   "where the Sentinel-2 snow test (NDSI > 0.4 with bright green and NIR, no cirrus in B10) finds "
+                   "snow or ice, copy the input pixel and report it as clear: the network would take it for cloud.",
+                   default=True, title="Keep snow and ice unchanged (snow test)"),
             Option("keep_clear", "KEEP_CLEAR", BOOL, "Keep clear pixels unchanged",
                    "where the predicted cloud probability is below CLEAR_THRESHOLD, copy the input pixel unchanged.",
                    default=False, title="Keep clear input pixels unchanged"),

@@ -6,6 +6,9 @@ inputs ``optical`` (13 S2 bands, role optical) and ``sar`` (VV, VH, role sar); o
 ``restored`` (13 bands, network units) and ``clear_probability`` (1 band, in [0, 1]; cloud
 probability = 1 - clear probability). The DSen2-CR-style baseline has the same outputs with a
 constant clear probability of 0 (it has no cloud estimate).
+
+Snow is not cloud, but to a network trained on cloudy scenes it looks like one (bright in
+the visible): ``snow_weight`` finds it with the Sentinel-2 snow test so the job can keep it.
 """
 from __future__ import annotations
 
@@ -115,3 +118,44 @@ def keep_clear_pixels(restored_raw: np.ndarray, optical_raw: np.ndarray, cloud_p
     out = restored_raw.copy()
     out[keep] = optical_raw[keep].astype(restored_raw.dtype, copy=False)
     return out
+
+
+# The snow test of Sen2Cor and Fmask: snow is bright in green and NIR but dark at 1.6 um (B11),
+# where water clouds stay bright (NDSI > 0.4); NIR and green thresholds keep water (NDSI > 0.4 too,
+# but dark) out; the cirrus band B10 stays dark over snow and lights up under ice cloud. Soft ramps
+# around each threshold so the kept area has no hard edge.
+SNOW_BANDS = ("B3", "B8", "B11")
+
+
+def _ramp(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    return np.clip((x - low) / (high - low), 0.0, 1.0)
+
+
+def snow_weight(reflectance: np.ndarray, band_names: Sequence[str]) -> Optional[np.ndarray]:
+    """(H, W) in [0, 1]: how surely each pixel is snow or ice, from (C, H, W) TOA reflectance.
+
+    None when ``band_names`` lacks B3, B8 or B11 (no test possible); B10, when present, vetoes
+    pixels under cirrus.
+    """
+    index = {name.upper(): i for i, name in enumerate(band_names)}
+    if any(b not in index for b in SNOW_BANDS):
+        return None
+    green, nir, swir = (np.asarray(reflectance[index[b]], np.float32) for b in SNOW_BANDS)
+    ndsi = (green - swir) / np.maximum(green + swir, 1e-6)
+    weight = _ramp(ndsi, 0.35, 0.45) * _ramp(nir, 0.09, 0.13) * _ramp(green, 0.08, 0.12)
+    if "B10" in index:
+        weight *= 1.0 - _ramp(np.asarray(reflectance[index["B10"]], np.float32), 0.012, 0.025)
+    return weight.astype(np.float32)
+
+
+def keep_snow(restored: np.ndarray, optical: np.ndarray, weight: np.ndarray,
+              cloud_probability: Optional[np.ndarray] = None):
+    """Blend the input back in where ``weight`` says snow: returns (restored, cloud probability).
+
+    ``restored``/``optical`` are (C, H, W) in the same units (raw or reflectance); ``weight`` and
+    ``cloud_probability`` (optional) are (H, W) or (1, H, W). Inputs are not modified.
+    """
+    w = np.asarray(weight, np.float32).reshape(restored.shape[-2:])
+    out = restored + w * (np.asarray(optical, np.float32) - restored)
+    prob = None if cloud_probability is None else np.asarray(cloud_probability, np.float32) * (1.0 - w)
+    return out.astype(restored.dtype, copy=False), prob
