@@ -14,6 +14,11 @@ Laplacian pyramid (``selection_score``); the best checkpoint is kept as ``checkp
 and exported. Held-out pairs are never trained on and never used for a choice: only the card's
 metrics (and the optional ``eval_every`` held-out losses) are computed on them.
 
+Objective (config ``objective``): ``content`` (2.0.0) minimises the weighted terms of ``weights``;
+``margin`` (``fusion-small-v3.json``) adds the selection score itself as a loss: a smooth minimum over
+Qabf, VIF and SSIM of the relative margin over the better of the guided filter and the Laplacian
+pyramid on the same crops (``losses.margin_losses``). ``lr_schedule``: ``constant`` or ``cosine``.
+
 Card variants (config key ``card_variant`` or ``--variant`` of
 ``python -m skyclear.models.fusion.trainer export``):
 ``uint8`` (default): 8-bit SAR and RGB, clip [0, 255], offset 127.5, scale 127.5;
@@ -37,9 +42,9 @@ import torch
 from ..common.run import EMA, RunDir, load_config, pick_device, set_seed
 from . import data as fdata
 from .cyclegan import CycleGAN, PatchDiscriminator, lsgan
-from .losses import content_losses
+from .losses import classical_references, content_losses, margin_losses
 from . import splits
-from .guided_base import MIN_TILE
+from .guided_base import MIN_TILE, GuidedFusionBase
 from .network import FusionPipeline, HierarchicalFusionNet, count_params, luminance
 
 CYCLEGAN_DEFAULTS: Dict[str, Any] = {
@@ -58,7 +63,16 @@ FUSION_DEFAULTS: Dict[str, Any] = {
     "time_limit_s": 0, "sources": list(fdata.SOURCES), "include_validation": False,
     "scale_range": [0.7, 1.5], "tile_size": 512, "default_overlap": 192, "card_variant": "uint8",
     "name": "fusion-hier", "version": "2.0.0",
+    # "content": minimise the weighted terms of ``weights`` (2.0.0). "margin": also minimise the smooth
+    # minimum of the relative margins over the better classical method (guided filter, Laplacian
+    # pyramid) on the same crops, i.e. the selection score itself (``losses.margin_losses``).
+    "objective": "content", "margin_temperature": 0.003,
+    # "constant" (2.0.0) or "cosine": lr * (1 + cos(pi * step / steps)) / 2, a function of the step
+    # (so resuming needs no scheduler state)
+    "lr_schedule": "constant",
 }
+OBJECTIVES = ("content", "margin")
+LR_SCHEDULES = ("constant", "cosine")
 # what the selection score compares against on the validation pairs
 SELECT_METRICS = ("qabf", "vif", "ssim")
 
@@ -185,6 +199,22 @@ class FusionTrainer:
         self.opt_g = torch.optim.Adam(self.net.parameters(), lr=config["lr"], betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config["d_lr"], betas=(0.5, 0.999))
         self.ema = EMA(self.net, config["ema"]) if config.get("ema") else None
+        self.objective = config.get("objective", "content")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown fusion objective {self.objective!r}; choose one of {OBJECTIVES}")
+        if config.get("lr_schedule", "constant") not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {config.get('lr_schedule')!r}; choose one of {LR_SCHEDULES}")
+        # the margin objective needs the guided filter of each crop even when the net has no base path
+        self.gff = GuidedFusionBase().to(device) if self.objective == "margin" and not self.net.use_base else None
+
+    def set_step(self, step: int) -> float:
+        """Learning rate for ``step`` (0-based) under ``lr_schedule``; returns it."""
+        lr = float(self.config["lr"])
+        if self.config.get("lr_schedule", "constant") == "cosine":
+            lr *= 0.5 * (1.0 + math.cos(math.pi * min(step, self.config["steps"]) / max(1, self.config["steps"])))
+        for group in self.opt_g.param_groups:
+            group["lr"] = lr
+        return lr
 
     def pseudo(self, sar, y):
         if not self.net.use_pseudo:
@@ -195,9 +225,15 @@ class FusionTrainer:
     def losses(self, sar, opt, terms=None):
         y = luminance(opt)
         ps, po = self.pseudo(sar, y)
-        fused = self.net(sar, y, ps, po)
+        fused, base = self.net.forward_with_base(sar, y, ps, po)
         losses = content_losses(fused, y, sar, self.config["weights"], self.config["intensity_mode"],
                                 self.config["gwpl_window"], terms=terms)
+        if self.objective == "margin":
+            with torch.no_grad():
+                if base is None:
+                    base = self.gff(0.5 * (y + 1.0), 0.5 * (sar + 1.0)) * 2.0 - 1.0
+                refs = classical_references(y, sar, base, laplacian_fusion(y, sar))
+            losses.update(margin_losses(fused, y, sar, refs, float(self.config.get("margin_temperature", 0.003))))
         return fused, y, losses
 
     def step(self, sar, opt) -> Dict[str, float]:
@@ -217,6 +253,8 @@ class FusionTrainer:
             total = losses["content"] + lam * losses["adv"]
         else:
             total = losses["content"]
+        if "margin" in losses:
+            total = total + losses["margin"]
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
         self.opt_g.step()
@@ -248,6 +286,15 @@ class FusionTrainer:
         self.opt_d.load_state_dict(state["opt_d"])
         if self.ema is not None and "ema" in state:
             self.ema.load_state_dict(state["ema"])
+
+
+def laplacian_fusion(y: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
+    """The plugin's Laplacian-pyramid fusion of each crop (numpy, no gradient), (B, 1, H, W) in [-1, 1]."""
+    from ...plugin.core.fusion_classical import fuse_laplacian
+    yn = 0.5 * (y.detach().cpu().double().numpy() + 1.0)
+    sn = 0.5 * (sar.detach().cpu().double().numpy() + 1.0)
+    out = np.stack([fuse_laplacian(yn[i, 0], sn[i, 0]) for i in range(yn.shape[0])])[:, None] * 2.0 - 1.0
+    return torch.from_numpy(out).to(y)
 
 
 def run_pipeline(pipe: FusionPipeline, sar: np.ndarray, opt: np.ndarray, tile: int = 0) -> np.ndarray:
@@ -387,7 +434,10 @@ def train(args) -> str:
     save = lambda s: run.save_checkpoint(s, dict(trainer.state(), sampler=sampler.state()))  # noqa: E731
     while step < config["steps"]:
         sar, opt = _tensors(sampler.batch(config["batch"]), device)
+        lr = trainer.set_step(step) if hasattr(trainer, "set_step") else None
         values = trainer.step(sar, opt)
+        if lr is not None:
+            values["lr"] = lr
         step += 1
         if not all(math.isfinite(v) for v in values.values()):
             raise RuntimeError(f"non-finite loss at step {step}: {values}")
@@ -542,6 +592,10 @@ def export(run_dir: str, out: str, args=None) -> float:
             "steps": steps, "steps_run": last_steps, "checkpoint": which,
             "batch": config["batch"], "patch": config["patch"],
             "losses": {k: v for k, v in config["weights"].items() if v},
+            "objective": config.get("objective", "content"),
+            **({"margin_temperature": config.get("margin_temperature")}
+               if config.get("objective") == "margin" else {}),
+            "lr_schedule": config.get("lr_schedule", "constant"),
             "intensity_mode": config.get("intensity_mode"),
             "validation_score": state.get("val_score"),
             "validation_metrics": {k: state.get("val_metrics", {}).get(k) for k in SELECT_METRICS},
