@@ -10,7 +10,9 @@ Scenes: 3-band uint8 GeoTIFFs, EPSG:32633, 10 m pixels, 256x256 tiles, DEFLATE (
 smooth fields plus noise, written once to a cache folder block by block.
 
 Each run is a fresh process, timed from spawn to exit (whole process, start-up included):
-- SkyClear: ``.venv/bin/skyclear-process run skyclear:run_model`` (tile 512, overlap 32, CPU).
+- SkyClear: ``.venv/bin/skyclear-process run skyclear:run_model`` (tile 512, overlap 32, CPU), or with
+  ``--skyclear-via batch`` the QGIS-free batch command (``.venv/bin/skyclear-batch MANIFEST --workers 0``,
+  one manifest row with the same parameters; no QGIS start-up).
 - Deepness: ``../shared/peers/deepness_headless_example.py`` with the Deepness source on
   PYTHONPATH (batch 4, tile 512, overlap 32; it picks CUDA when present, CPU here). It needs
   ``opencv-python-headless``, which is NOT a project dependency: it is installed once with
@@ -48,6 +50,7 @@ PEERS = SHARED / "peers"
 DEEPNESS_SRC = PEERS / "deepness-0.6.5" / "src"
 DEEPNESS_RUNNER = PEERS / "deepness_headless_example.py"
 SKYCLEAR_PROCESS = REPO / ".venv" / "bin" / "skyclear-process"
+SKYCLEAR_BATCH = REPO / ".venv" / "bin" / "skyclear-batch"
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 OPENCV_PIN = "opencv-python-headless==4.9.0.80"
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "skyclear-bench" / "peer"
@@ -205,13 +208,19 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text[-lines:])[:300]
 
 
-def run_skyclear(model: Path, scene: Path, work: Path) -> dict:
+def run_skyclear(model: Path, scene: Path, work: Path, via: str = "processing") -> dict:
     out = work / f"skyclear_{scene.stem}.tif"
     if out.exists():
         out.unlink()
-    cmd = [str(SKYCLEAR_PROCESS), "run", "skyclear:run_model", "--",
-           f"MODEL={model}", f"OPTICAL={scene}", f"OUTPUT={out}",
-           f"TILE_SIZE={TILE}", f"OVERLAP={OVERLAP}", "DEVICE=1"]  # DEVICE 1 = CPU
+    params = {"MODEL": model, "OPTICAL": scene, "OUTPUT": out, "TILE_SIZE": TILE, "OVERLAP": OVERLAP,
+              "DEVICE": 1}  # 1 = CPU (enum index; the manifest takes it too)
+    if via == "batch":
+        manifest = work / f"skyclear_{scene.stem}.csv"
+        manifest.write_text("tool," + ",".join(params) + "\nrun_model," + ",".join(map(str, params.values())) + "\n")
+        cmd = [str(SKYCLEAR_BATCH), str(manifest), "--workers", "0", "--quiet", "--no-resume",
+               "--report", str(work / f"skyclear_{scene.stem}_report.csv")]
+    else:
+        cmd = [str(SKYCLEAR_PROCESS), "run", "skyclear:run_model", "--"] + [f"{k}={v}" for k, v in params.items()]
     log = work / f"skyclear_{scene.stem}.log"
     result = run_measured(cmd, dict(os.environ), log)
     if result["code"] != 0 or not out.exists():
@@ -314,6 +323,8 @@ def main(argv=None) -> int:
                         help="folder for Deepness's opencv-python-headless (outside the repo)")
     parser.add_argument("--no-install", action="store_true", help="never pip-install the peer's opencv")
     parser.add_argument("--only", choices=["skyclear", "deepness"], help="run one tool only")
+    parser.add_argument("--skyclear-via", choices=["processing", "batch"], default="processing",
+                        help="SkyClear through qgis_process (default) or the QGIS-free batch command")
     args = parser.parse_args(argv)
 
     cache = args.cache
@@ -325,12 +336,14 @@ def main(argv=None) -> int:
 
     skip_deepness = "not requested" if args.only == "skyclear" else deepness_unavailable(args.peer_deps, not args.no_install)
     skip_skyclear = "not requested" if args.only == "deepness" else (
-        "" if SKYCLEAR_PROCESS.exists() else f"{SKYCLEAR_PROCESS} not found (run `make setup`)")
+        "" if (SKYCLEAR_PROCESS if args.skyclear_via == "processing" else SKYCLEAR_BATCH).exists()
+        else f"SkyClear's command is not in .venv/bin (run `make setup`)")
     threads = ", ".join(f"{v}={os.environ[v]}" for v in THREAD_VARS if v in os.environ) or "none set"
     load = os.getloadavg()
     print(f"model conv3x3 3-32-32-1 + sigmoid ({model.name}); tile {TILE}, overlap {OVERLAP}, CPU; "
           f"{os.cpu_count()} cores, load average {load[0]:.2f} at start; thread variables: {threads}; "
-          f"{args.repeats} fresh process(es) per cell (median wall, max peak RSS)")
+          f"{args.repeats} fresh process(es) per cell (median wall, max peak RSS); SkyClear via "
+          f"{'qgis_process' if args.skyclear_via == 'processing' else 'skyclear-batch (no QGIS)'}")
     if skip_deepness:
         print(f"Deepness rows skipped: {skip_deepness}")
     if skip_skyclear:
@@ -341,7 +354,7 @@ def main(argv=None) -> int:
         sky, deep = [], []
         for _ in range(args.repeats):  # alternate the tools so load drifts hit both
             if not skip_skyclear:
-                sky.append(run_skyclear(model, scene, cache))
+                sky.append(run_skyclear(model, scene, cache, args.skyclear_via))
             if not skip_deepness:
                 deep.append(run_deepness(model, scene, cache, args.peer_deps))
         s = summarise(sky) if not skip_skyclear else {"error": skip_skyclear, "skipped": True}

@@ -48,6 +48,7 @@ import numpy as np
 from skyclear.models.fusion import splits
 from skyclear.plugin.core.metrics.fusion import METRIC_NAMES, fusion_metrics
 from skyclear.plugin.core.pipelines.fusion_classical import ClassicalFusionProcessor
+from figures import save_panels  # benchmarks/figures.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data"))
@@ -256,25 +257,9 @@ def print_table(title, results, n_pairs):
 
 def save_figure(path, pair, panels, width=320):
     """Side-by-side PNG of ``panels`` [(title, (3|1, H, W) 0..255)] on a ``width``-px crop of ``pair``."""
-    from PIL import Image, ImageDraw
-    h, w = pair["optical"].shape[1:]
-    x0 = max(0, (w - width) // 2)
-    tiles = []
-    for title, img in panels:
-        a = np.clip(np.asarray(img)[:, :, x0:x0 + width], 0, 255).astype(np.uint8)
-        a = np.repeat(a, 3, 0) if a.shape[0] == 1 else a
-        tile = Image.new("RGB", (a.shape[2], a.shape[1] + 18), "white")
-        tile.paste(Image.fromarray(np.moveaxis(a, 0, -1)), (0, 18))
-        ImageDraw.Draw(tile).text((4, 3), title, fill="black")
-        tiles.append(tile)
-    gap = 6
-    out = Image.new("RGB", (sum(t.width for t in tiles) + gap * (len(tiles) - 1), tiles[0].height), "white")
-    x = 0
-    for t in tiles:
-        out.paste(t, (x, 0))
-        x += t.width + gap
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    out.save(path)
+    x0 = max(0, (pair["optical"].shape[2] - width) // 2)
+    save_panels(path, [[(title, np.clip(np.asarray(img)[:, :, x0:x0 + width], 0, 255).astype(np.uint8))
+                        for title, img in panels]])
 
 
 def main(argv=None):

@@ -43,6 +43,7 @@ from skyclear.plugin.core.metrics.grain import grain
 from skyclear.plugin.core.metrics.restoration import psnr, ssim
 from skyclear.plugin.core.model_card import card_from_session
 from skyclear.plugin.core.raster_io import to_dtype
+from figures import save_panels  # benchmarks/figures.py
 from skyclear.plugin.core.pipelines.optical_cloud_removal import (DiffusionProcessor, ReferenceProcessor,
                                                                   default_eta, default_t_start)
 
@@ -209,26 +210,9 @@ def main(argv=None) -> int:
             json.dump({"rows": rows, "seconds": time.time() - started, "timing": timing, "info": info}, f)
     report(args, rows, methods, time.time() - started, timing, info)
     if args.figure:
-        save_figure(args.figure, figure_rows)
+        save_panels(args.figure, figure_rows)
         print(f"\nfigure: {args.figure}")
     return 0
-
-
-def save_figure(path: str, figure_rows, gap: int = 6, label: int = 18) -> None:
-    """Rows of titled uint8 RGB panels, no stretch (the values the plugin writes)."""
-    from PIL import Image, ImageDraw
-    height = max(a.shape[1] for row in figure_rows for _, a in row) + label
-    width = max(sum(a.shape[2] + gap for _, a in row) for row in figure_rows) - gap
-    out = Image.new("RGB", (width, len(figure_rows) * (height + gap) - gap), "white")
-    draw = ImageDraw.Draw(out)
-    for r, row in enumerate(figure_rows):
-        x, y = 0, r * (height + gap)
-        for title, a in row:
-            out.paste(Image.fromarray(np.moveaxis(a[:3], 0, -1)), (x, y + label))
-            draw.text((x + 4, y + 3), title, fill="black")
-            x += a.shape[2] + gap
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    out.save(path)
 
 
 def _fmt_ci(mean: float, low: float, high: float, digits: int) -> str:
