@@ -187,12 +187,14 @@ def test_peer_benchmark_skips_deepness_with_a_reason(tmp_path, monkeypatch):
     assert reason == f"Deepness source not found at {tmp_path / 'absent' / 'src'}"
 
 
-def test_peer_benchmark_skyclear_row(tmp_path):
-    """The SkyClear half end to end through skyclear-process on a small scene; Deepness not run."""
-    if not (REPO / ".venv" / "bin" / "skyclear-process").exists():
-        pytest.skip("skyclear-process not installed (make setup)")
+@pytest.mark.parametrize("via,command", [("processing", "skyclear-process"), ("batch", "skyclear-batch")])
+def test_peer_benchmark_skyclear_row(tmp_path, via, command):
+    """The SkyClear half end to end (through qgis_process, or the QGIS-free batch command) on a
+    small scene; Deepness not run."""
+    if not (REPO / ".venv" / "bin" / command).exists():
+        pytest.skip(f"{command} not installed (make setup)")
     cmd = [sys.executable, str(BENCH / "peer_deepness.py"), "--only", "skyclear", "--sizes", "600",
-           "--cache", str(tmp_path)]
+           "--cache", str(tmp_path), "--skyclear-via", via]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     header, row = _table_rows(proc.stdout)
@@ -201,3 +203,19 @@ def test_peer_benchmark_skyclear_row(tmp_path):
     wall, rss = re.fullmatch(r"([\d.]+) s / ([\d ]+) MB", row[1]).groups()
     assert 0.5 < float(wall) < 170 and 100 < float(rss.replace(" ", "")) < 8000
     assert "SkyClear 600²: output 600x600 float32" in proc.stdout
+
+
+def test_fusion_headroom_prints_the_bound_table():
+    """Two free-pixel steps on the validation pairs: the table has the two classical rows, the bound
+    and the bar, and the bar row repeats the classical values it is made of."""
+    data = REPO / ".." / "shared" / "data"
+    if not data.is_dir():
+        pytest.skip("../shared/data is not present")
+    proc = subprocess.run([sys.executable, str(BENCH / "fusion_headroom.py"), "--steps", "2"],
+                          capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {r[0]: r[1:] for r in _table_rows(proc.stdout)}
+    guided, laplacian, bar = (rows["guided filter"], rows["laplacian pyramid"],
+                              rows["bar (guided Qabf, guided VIF, Laplacian SSIM)"])
+    assert bar[:3] == [guided[0], guided[1], laplacian[2]]
+    assert "free pixels (bound)" in rows and float(guided[3]) < 0 and float(laplacian[3]) < 0
