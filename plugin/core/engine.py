@@ -44,7 +44,7 @@ TileProcessor = Callable[[Dict[str, np.ndarray], List[Tuple[int, int]]], Dict[st
 BlockHook = Callable[[Dict[str, np.ndarray], Dict[str, np.ndarray], np.ndarray], Dict[str, np.ndarray]]
 Progress = Callable[[float, str], None]
 
-SKYCLEAR_VERSION = "0.3.0"
+SKYCLEAR_VERSION = "0.3.1"
 GDAL_CACHE_MB = 128
 
 
