@@ -194,3 +194,19 @@ def test_snowy_winter_scene_comes_out_unchanged(data_dir, tmp_path):
     assert results[True][0] > 40, results[True][0]          # unchanged up to the snow test's ramps
     assert results[False][0] < 25, results[False][0]        # the raw network's harm the test prevents
     assert np.median(results[True][1]) < 0.05 < np.median(results[False][1])
+
+
+def test_snow_test_leaves_real_clouds_to_the_network(data_dir):
+    """On the 15 cloudy SEN12MS-CR scenes (summer, cumulus to overcast) the snow test claims
+    almost none of the cloud: what the network is there to remove stays the network's."""
+    import rasterio
+    from skyclear.plugin.core.tools import S2_BANDS
+
+    scenes = sorted((data_dir / "sen12mscr").glob("*/s2_cloudy.tif"))
+    assert len(scenes) == 15
+    for path in scenes:
+        with rasterio.open(path) as src, rasterio.open(path.with_name("cloud_mask.tif")) as mask:
+            weight = snow_weight(src.read().astype(np.float32) / 1e4, S2_BANDS)
+            cloud = mask.read(1) > 0
+        if cloud.any():
+            assert weight[cloud].mean() < 0.02, path.parent.name
