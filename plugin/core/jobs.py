@@ -106,7 +106,7 @@ def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability:
     """
     from .engine import preprocess
     from .pipelines.sar_cloud_removal import (SarCloudRemovalProcessor, keep_clear_pixels, keep_snow as blend_snow,
-                                              snow_weight)
+                                              snow_test_possible, snow_weight)
     from .pipelines.sar_cloud_removal import cloud_probability as to_cloud
 
     spec = tool("remove_clouds_sar")
@@ -125,8 +125,7 @@ def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability:
 
     optical_spec = card.inputs_with_role("optical")[0]
     snow_state = "on" if keep_snow else "off"
-    if keep_snow and snow_weight(np.zeros((len(optical_spec.bands), 1, 1), np.float32),
-                                 optical_spec.band_names) is None:
+    if keep_snow and not snow_test_possible(optical_spec.band_names):
         keep_snow, snow_state = False, "skipped: the model's optical input has no B3, B8 and B11"
 
     def block_hook(raw, inputs_raw, valid):
@@ -146,7 +145,8 @@ def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability:
     return _run(full_card, paths, processor, outputs, provider=provider, tile_size=tile_size,
                 overlap=overlap, band_lists=_band_lists(card, optical_bands, sar_bands),
                 labels=_labels(card), extent=extent, progress=progress, is_cancelled=is_cancelled,
-                value_scale=value_scale, compression=compression, block_hook=block_hook if keep_snow or keep_clear else None,
+                value_scale=value_scale, compression=compression,
+                block_hook=block_hook if keep_snow or keep_clear else None,
                 tags=dict(_model_tags(model), SKYCLEAR_KEEP_SNOW=snow_state, SKYCLEAR_KEEP_CLEAR=str(keep_clear),
                           SKYCLEAR_CLEAR_THRESHOLD=str(clear_threshold)))
 

@@ -131,15 +131,19 @@ def _ramp(x: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip((x - low) / (high - low), 0.0, 1.0)
 
 
+def snow_test_possible(band_names: Sequence[str]) -> bool:
+    return set(SNOW_BANDS) <= {name.upper() for name in band_names}
+
+
 def snow_weight(reflectance: np.ndarray, band_names: Sequence[str]) -> Optional[np.ndarray]:
     """(H, W) in [0, 1]: how surely each pixel is snow or ice, from (C, H, W) TOA reflectance.
 
     None when ``band_names`` lacks B3, B8 or B11 (no test possible); B10, when present, vetoes
     pixels under cirrus.
     """
-    index = {name.upper(): i for i, name in enumerate(band_names)}
-    if any(b not in index for b in SNOW_BANDS):
+    if not snow_test_possible(band_names):
         return None
+    index = {name.upper(): i for i, name in enumerate(band_names)}
     green, nir, swir = (np.asarray(reflectance[index[b]], np.float32) for b in SNOW_BANDS)
     ndsi = (green - swir) / np.maximum(green + swir, 1e-6)
     weight = _ramp(ndsi, 0.35, 0.45) * _ramp(nir, 0.09, 0.13) * _ramp(green, 0.08, 0.12)
