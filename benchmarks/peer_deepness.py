@@ -335,9 +335,9 @@ def main(argv=None) -> int:
     scenes = {s: rgb_scene(cache / f"rgb_{s}.tif", s) for s in args.sizes}
 
     skip_deepness = "not requested" if args.only == "skyclear" else deepness_unavailable(args.peer_deps, not args.no_install)
+    command = SKYCLEAR_PROCESS if args.skyclear_via == "processing" else SKYCLEAR_BATCH
     skip_skyclear = "not requested" if args.only == "deepness" else (
-        "" if (SKYCLEAR_PROCESS if args.skyclear_via == "processing" else SKYCLEAR_BATCH).exists()
-        else f"SkyClear's command is not in .venv/bin (run `make setup`)")
+        "" if command.exists() else f"{command} not found (run `make setup`)")
     threads = ", ".join(f"{v}={os.environ[v]}" for v in THREAD_VARS if v in os.environ) or "none set"
     load = os.getloadavg()
     print(f"model conv3x3 3-32-32-1 + sigmoid ({model.name}); tile {TILE}, overlap {OVERLAP}, CPU; "
