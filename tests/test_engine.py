@@ -42,6 +42,31 @@ def test_identity_is_exact_for_any_tiling(tmp_path_factory, height, width, tile,
     np.testing.assert_array_equal(out, img)
 
 
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(height=st.integers(1, 120), width=st.integers(1, 120), tile=st.sampled_from([16, 32]),
+       overlap_frac=st.floats(0, 0.9), batch=st.integers(1, 4))
+def test_block_hook_gets_each_blocks_own_raw_inputs(tmp_path_factory, height, width, tile, overlap_frac, batch):
+    """Whatever the tiling, the hook sees the raster values of exactly the block it rewrites."""
+    folder = tmp_path_factory.mktemp("hook")
+    img = random_image((2, height, width), "uint16", seed=height * 1000 + width, high=60000)
+    src = write_raster(str(folder / "in.tif"), img)
+    model = identity_model(str(folder / "id.onnx"), 2, clip=(0, 65535), scale=65535.0, out_dtype="uint16")
+    session, card, _ = load_model(model, "cpu")
+    sources = open_sources(card, {"optical": src})
+
+    def hook(raw, inputs_raw, valid):   # output = input - 1 (in raster units), from the hook's inputs alone
+        assert inputs_raw["optical"].shape == raw["restored"].shape
+        return {"restored": inputs_raw["optical"].astype(np.float32) - 1}
+    try:
+        run_tiled(card, sources, OnnxProcessor(session, card), {"restored": str(folder / "out.tif")},
+                  tile, int(overlap_frac * (tile - 1)), batch_size=batch, block_hook=hook)
+    finally:
+        for s in sources.values():
+            s.close()
+    out, _, _ = read(str(folder / "out.tif"))
+    np.testing.assert_array_equal(out, np.clip(img.astype(np.int64) - 1, 0, None))
+
+
 def test_float_identity_and_affine(tmp_path):
     img = np.random.default_rng(1).normal(size=(2, 97, 131)).astype("float32")
     src = write_raster(str(tmp_path / "f.tif"), img)

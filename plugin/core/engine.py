@@ -35,7 +35,7 @@ from rasterio.windows import Window
 from . import atomic
 from .errors import Cancelled, InputError
 from .model_card import ModelCard, TensorSpec
-from .raster_io import GeoTiffWriter, RasterSource, output_block_size, subgrid, to_dtype
+from .raster_io import GeoTiffWriter, RasterSource, gdal_threads, output_block_size, subgrid, to_dtype
 from .tiling import TileGrid, pad_to, tile_weights
 
 log = logging.getLogger("skyclear")
@@ -272,7 +272,7 @@ def run_tiled(card: ModelCard, sources: Dict[str, RasterSource], processor: Tile
                                    spec.band_names, dict(tags, SKYCLEAR_OUTPUT=name), block,
                                    use_mask=nodata is None, compression=compression)
             writers[name] = _Output(spec, writer, dtype, nodata)
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_TIFF_INTERNAL_MASK=True, GDAL_NUM_THREADS=gdal_threads()):
             stats = _stream(card, sources, processor, writers, grid, batch_size, progress,
                             is_cancelled, block_hook, part)
             elapsed = time.time() - started
@@ -327,20 +327,22 @@ def _part_rows(grid: TileGrid, tile_rows) -> Optional[Tuple[int, int, int, int]]
     return first, stop, first * grid.stride, grid.finished_span(stop - 1, grid.rows, grid.height)[1]
 
 
-def _read_tile(sources: Dict[str, RasterSource], card: ModelCard, grid: TileGrid, y0: int, x0: int):
-    """Network-ready inputs for one tile, reflect-padded past the scene edge, and validity."""
+def _read_tile(sources: Dict[str, RasterSource], card: ModelCard, grid: TileGrid, y0: int, x0: int,
+               keep_raw: bool = False):
+    """Network-ready inputs for one tile, reflect-padded past the scene edge, validity, and
+    (``keep_raw``, for a block hook) the raster values as read."""
     h = min(grid.tile, grid.height - y0)
     w = min(grid.tile, grid.width - x0)
     window = Window(x0, y0, w, h)
     valid = np.ones((h, w), bool)
-    tensors = {}
+    raw = {}
     for spec in card.inputs:
         data, ok = sources[spec.name].read(window)
         valid &= ok
-        tensors[spec.name] = data
-    for spec in card.inputs:
-        tensors[spec.name] = pad_to(to_network(tensors[spec.name], valid, spec), grid.tile, grid.tile)
-    return tensors, valid
+        raw[spec.name] = data
+    tensors = {spec.name: pad_to(to_network(raw[spec.name], valid, spec), grid.tile, grid.tile)
+               for spec in card.inputs}
+    return tensors, valid, (raw if keep_raw else None)
 
 
 def _batches(grid: TileGrid, batch_size: int, first: int = 0, stop: Optional[int] = None):
@@ -372,10 +374,7 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
     done, processor_seconds, valid_pixels = 0, 0.0, 0
 
     def load(tiles):
-        return [_read_tile(sources, card, grid, r * S, c * S) for r, c in tiles]
-
-    def read_raw(window):
-        return {spec.name: sources[spec.name].read(window)[0] for spec in card.inputs}
+        return [_read_tile(sources, card, grid, r * S, c * S, keep_raw=block_hook is not None) for r, c in tiles]
 
     # a part's first batch may start mid-row
     right = {n: np.zeros((ch, T, O), np.float32) for n, ch in channels.items()}
@@ -424,12 +423,11 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
                     bottom_w[:, x0:x0 + span] = wsum[S:, :span]
                 if not first <= r < stop:
                     continue  # outside the part: only blended into its first rows, or not needed
-                window = Window(x0, y0, span, height)
                 raw = {n: postprocess(acc[n][:, :height, :span] / wsum[:height, :span], out.spec)
                        for n, out in writers.items()}
                 valid = tiles[i][1][:height, :span]
-                if block_hook is not None:
-                    raw = block_hook(raw, io.submit(read_raw, window).result(), valid)
+                if block_hook is not None:  # the block is the tile's top-left corner: its raw inputs are at hand
+                    raw = block_hook(raw, {name: a[:, :height, :span] for name, a in tiles[i][2].items()}, valid)
                 valid_pixels += int(valid.sum())
                 writes.append(io.submit(_write_block, writers, raw, valid,
                                         Window(x0, y0 - y_shift, span, height)))

@@ -12,7 +12,7 @@ from the registry (``tools.with_defaults``), not from these signatures.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -105,8 +105,8 @@ def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability:
     ``clear_threshold`` keep the input value unchanged.
     """
     from .engine import preprocess
-    from .pipelines.sar_cloud_removal import (SarCloudRemovalProcessor, keep_clear_pixels, keep_snow as blend_snow,
-                                              snow_test_possible, snow_weight)
+    from .pipelines.sar_cloud_removal import (SNOW_TEST_BANDS, SarCloudRemovalProcessor, keep_clear_pixels,
+                                              keep_snow as blend_snow, snow_test_possible, snow_weight)
     from .pipelines.sar_cloud_removal import cloud_probability as to_cloud
 
     spec = tool("remove_clouds_sar")
@@ -128,10 +128,14 @@ def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability:
     if keep_snow and not snow_test_possible(optical_spec.band_names):
         keep_snow, snow_state = False, "skipped: the model's optical input has no B3, B8 and B11"
 
+    # the snow test's bands only, as reflectance (the card's scaling)
+    snow_bands = [i for i, b in enumerate(optical_spec.bands) if b.name.upper() in SNOW_TEST_BANDS]
+    snow_spec = replace(optical_spec, bands=[optical_spec.bands[i] for i in snow_bands])
+
     def block_hook(raw, inputs_raw, valid):
         optical_raw = inputs_raw[optical_spec.name]
         if keep_snow:
-            weight = snow_weight(preprocess(optical_raw, optical_spec), optical_spec.band_names) * valid
+            weight = snow_weight(preprocess(optical_raw[snow_bands], snow_spec), snow_spec.band_names) * valid
             raw[restored_name], raw["cloud_probability"] = blend_snow(
                 raw[restored_name], optical_raw, weight, raw["cloud_probability"])
         if keep_clear:

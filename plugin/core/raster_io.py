@@ -37,13 +37,37 @@ class Grid:
         return rasterio.transform.array_bounds(self.height, self.width, self.transform)
 
 
+def gdal_threads() -> str:
+    """GDAL's worker threads for (de)compressing GeoTIFF blocks (measured on 2 cores, 4096² × 13
+    bands uint16 DEFLATE: writing 3.10 -> 1.74 s, reading 2.71 -> 1.62 s). SKYCLEAR_GDAL_THREADS
+    if set; else, where rasterio's GDAL is the only GDAL in the process, the cores SkyClear may use
+    (SKYCLEAR_THREADS, as for onnxruntime) or all; else 1: inside QGIS, which brings its own GDAL,
+    qgis_process deadlocked with worker threads on (measured), so there the I/O stays serial."""
+    if os.environ.get("SKYCLEAR_GDAL_THREADS"):
+        return os.environ["SKYCLEAR_GDAL_THREADS"]
+    if _other_gdal_loaded():
+        return "1"
+    return os.environ.get("SKYCLEAR_THREADS") or "ALL_CPUS"
+
+
+def _other_gdal_loaded() -> bool:
+    """True when more than one GDAL library is mapped into this process, or when that cannot
+    be told (no /proc: not Linux)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            gdals = {os.path.basename(line.split()[-1]) for line in maps if "libgdal" in line}
+    except OSError:
+        return True
+    return len(gdals) > 1
+
+
 def _open(path: str, label: str):
     if not path:
         raise InputError(f"{label}: no raster given")
     if not os.path.exists(path):
         raise InputError(f"{label}: file not found: {path}")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), rasterio.Env(GDAL_NUM_THREADS=gdal_threads()):  # read at open time
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path)
     except rasterio.errors.RasterioIOError as exc:
@@ -224,8 +248,10 @@ def to_dtype(data: np.ndarray, dtype: str) -> np.ndarray:
 # level 1 (the default: every GIS reads it) costs ~4.5x the CPU of ZSTD level 1 at the same
 # size; "none" is fastest and twice the size.
 COMPRESSIONS = {
-    "deflate": lambda integer: dict(compress="deflate", zlevel=1, predictor=2 if integer else 3),
-    "zstd": lambda integer: dict(compress="zstd", zstd_level=1, predictor=2 if integer else 3),
+    "deflate": lambda integer: dict(compress="deflate", zlevel=1, predictor=2 if integer else 3,
+                                    num_threads=gdal_threads()),
+    "zstd": lambda integer: dict(compress="zstd", zstd_level=1, predictor=2 if integer else 3,
+                                 num_threads=gdal_threads()),
     "none": lambda integer: {},
 }
 

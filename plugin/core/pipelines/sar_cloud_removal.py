@@ -125,6 +125,7 @@ def keep_clear_pixels(restored_raw: np.ndarray, optical_raw: np.ndarray, cloud_p
 # but dark) out; the cirrus band B10 stays dark over snow and lights up under ice cloud. Soft ramps
 # around each threshold so the kept area has no hard edge.
 SNOW_BANDS = ("B3", "B8", "B11")
+SNOW_TEST_BANDS = SNOW_BANDS + ("B10",)   # all it reads
 
 
 def _ramp(x: np.ndarray, low: float, high: float) -> np.ndarray:
