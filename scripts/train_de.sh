@@ -9,7 +9,8 @@
 #   --gpu    the -gpu configs (batch 64; stages capped at 5 + 2 (+ 1.5) min, so <= 10 min in all with
 #            the choice and export) and --device cuda; falls back to the CPU configs, with a message,
 #            when torch sees no CUDA device. Not yet run on a GPU (none was lent when it was written);
-#            the device machine needs torch with CUDA and the RICE folders inside the repo (--data).
+#            the device machine needs torch with CUDA and the RICE folders inside the repo (--data);
+#            no GDAL (without rasterio the PNG pairs are read with Pillow, same pixels).
 #   --joint  also the joint stage (CPU: ~6 more minutes); the choice and export then use it
 #   --zoo    where the step graph goes (default models/zoo/de_step_rice.onnx); "-" = no export
 #   --reference-out  where E_RUN is exported so the pair matches (default: de_reference_rice.onnx
