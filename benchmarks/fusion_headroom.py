@@ -45,7 +45,8 @@ def classical(sar: np.ndarray, opt: np.ndarray, method: str) -> np.ndarray:
 
 
 def ported(fused, y, sar):
-    return {"qabf": qabf(fused, y, sar), "vif": vif(y, fused) + vif(sar, fused), "ssim": ssim(fused, y) + ssim(fused, sar)}
+    return {"qabf": qabf(fused, y, sar), "vif": vif(y, fused) + vif(sar, fused),
+            "ssim": ssim(fused, y) + ssim(fused, sar)}
 
 
 def judged(fused: np.ndarray, sar: np.ndarray, opt: np.ndarray):
@@ -110,7 +111,8 @@ def main(argv=None) -> int:
     for name, m in means.items():
         worst = min((m[k] - bar[k]) / bar[k] for k in KEYS)
         print(f"| {name} | {m['qabf']:.4f} | {m['vif']:.4f} | {m['ssim']:.4f} | {worst:+.4f} |")
-    print(f"| bar (guided Qabf, guided VIF, Laplacian SSIM) | {bar['qabf']:.4f} | {bar['vif']:.4f} | {bar['ssim']:.4f} | |")
+    print(f"| bar (guided Qabf, guided VIF, Laplacian SSIM) | {bar['qabf']:.4f} | {bar['vif']:.4f} "
+          f"| {bar['ssim']:.4f} | |")
     return 0
 
 
