@@ -51,6 +51,8 @@ ABLATIONS: Dict[str, Tuple[str, List[str]]] = {
     "clear-residual": ("clear path: residual head", ['model.clear_path="residual"']),
     "composite-v1": ("composites: 1.x additive paste", ["composite=null"]),
     "bottleneck-deep": ("bottleneck: deepest level only (1.x)", ['model.bottleneck="deep"']),
+    # ibhfn-small.json went back to "deep" after the session-19 CV; this is the 2.0 placement it was tested against
+    "bottleneck-all": ("bottleneck: every SAR path (2.0 as cross-validated)", ['model.bottleneck="all"']),
     "no-sar-skips": ("bottleneck: deep only, SAR skips removed", ['model.bottleneck="deep"', "model.sar_skips=false"]),
     "sharp-ratio": ("sharpness: 1.x ratio", ['loss.sharp_mode="ratio"']),
     "no-extra": ("no extra sources", ["extra=null", "extra_p=0", "real_extra_p=0"]),
