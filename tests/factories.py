@@ -129,3 +129,19 @@ def jittered(module, seed: int = 0):
         for p in module.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.05)
     return module.eval()
+
+
+# a tiny fusion trainer config (CPU, seconds per step) and a real CFOG training batch, for the fusion tests
+TINY_FUSION = {"kind": "fusion", "patch": 64, "batch": 2, "width": 4, "blocks": [1, 1, 1, 1], "cbam_levels": [3, 4, 5],
+               "aspp_dilations": [1, 2, 3], "cyclegan_run": None, "use_base": True, "norm": "group",
+               "weights": {"intensity": 0.5, "gradient": 1.0, "ssim": 1.0, "vif": 1.0, "qabf": 1.0},
+               "intensity_mode": "optical", "gwpl_window": 3, "lambda_adv": 0.0, "d_width": 4, "d_layers": 2,
+               "ema": 0, "lr": 2e-3, "d_lr": 2e-4}
+
+
+def cfog_batch(data_dir, n: int = 2, size: int = 64):
+    """(sar, optical) torch tensors: ``n`` seeded ``size``² crops of the CFOG training pair."""
+    import torch
+    from skyclear.models.fusion import data as fdata
+    pairs = fdata.load_training_pairs(str(data_dir), ("cfog",))
+    return tuple(torch.from_numpy(b) for b in fdata.PatchSampler(pairs, size, seed=1).batch(n))

@@ -21,24 +21,27 @@ def read(path):
         return ds.read(), ds.profile, ds.tags()
 
 
+def _identity_run(folder, img, tile, overlap, batch, block_hook=None):
+    """``img`` (uint16) through a uint16 identity model with ``run_tiled``; the output raster's values."""
+    src = write_raster(str(folder / "in.tif"), img)
+    model = identity_model(str(folder / "id.onnx"), img.shape[0], clip=(0, 65535), scale=65535.0, out_dtype="uint16")
+    session, card, _ = load_model(model, "cpu")
+    sources = open_sources(card, {"optical": src})
+    try:
+        run_tiled(card, sources, OnnxProcessor(session, card), {"restored": str(folder / "out.tif")},
+                  tile, overlap, batch_size=batch, block_hook=block_hook)
+    finally:
+        for s in sources.values():
+            s.close()
+    return read(str(folder / "out.tif"))[0]
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(height=st.integers(1, 150), width=st.integers(1, 150), tile=st.sampled_from([16, 24, 32, 64]),
        overlap_frac=st.floats(0, 0.9), batch=st.integers(1, 5))
 def test_identity_is_exact_for_any_tiling(tmp_path_factory, height, width, tile, overlap_frac, batch):
-    folder = tmp_path_factory.mktemp("id")
     img = random_image((3, height, width), "uint16", seed=height * 1000 + width, high=60000)
-    src = write_raster(str(folder / "in.tif"), img)
-    model = identity_model(str(folder / "id.onnx"), 3, clip=(0, 65535), scale=65535.0, out_dtype="uint16")
-    overlap = int(overlap_frac * (tile - 1))
-    session, card, provider = load_model(model, "cpu")
-    sources = open_sources(card, {"optical": src})
-    try:
-        run_tiled(card, sources, OnnxProcessor(session, card), {"restored": str(folder / "out.tif")},
-                  tile, overlap, batch_size=batch)
-    finally:
-        for s in sources.values():
-            s.close()
-    out, _, _ = read(str(folder / "out.tif"))
+    out = _identity_run(tmp_path_factory.mktemp("id"), img, tile, int(overlap_frac * (tile - 1)), batch)
     np.testing.assert_array_equal(out, img)
 
 
@@ -47,23 +50,12 @@ def test_identity_is_exact_for_any_tiling(tmp_path_factory, height, width, tile,
        overlap_frac=st.floats(0, 0.9), batch=st.integers(1, 4))
 def test_block_hook_gets_each_blocks_own_raw_inputs(tmp_path_factory, height, width, tile, overlap_frac, batch):
     """Whatever the tiling, the hook sees the raster values of exactly the block it rewrites."""
-    folder = tmp_path_factory.mktemp("hook")
     img = random_image((2, height, width), "uint16", seed=height * 1000 + width, high=60000)
-    src = write_raster(str(folder / "in.tif"), img)
-    model = identity_model(str(folder / "id.onnx"), 2, clip=(0, 65535), scale=65535.0, out_dtype="uint16")
-    session, card, _ = load_model(model, "cpu")
-    sources = open_sources(card, {"optical": src})
 
     def hook(raw, inputs_raw, valid):   # output = input - 1 (in raster units), from the hook's inputs alone
         assert inputs_raw["optical"].shape == raw["restored"].shape
         return {"restored": inputs_raw["optical"].astype(np.float32) - 1}
-    try:
-        run_tiled(card, sources, OnnxProcessor(session, card), {"restored": str(folder / "out.tif")},
-                  tile, int(overlap_frac * (tile - 1)), batch_size=batch, block_hook=hook)
-    finally:
-        for s in sources.values():
-            s.close()
-    out, _, _ = read(str(folder / "out.tif"))
+    out = _identity_run(tmp_path_factory.mktemp("hook"), img, tile, int(overlap_frac * (tile - 1)), batch, hook)
     np.testing.assert_array_equal(out, np.clip(img.astype(np.int64) - 1, 0, None))
 
 

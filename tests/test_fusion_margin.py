@@ -5,7 +5,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from skyclear.models.fusion import data as fdata  # noqa: E402
 from skyclear.models.fusion import losses as flosses  # noqa: E402
 from skyclear.models.fusion import splits  # noqa: E402
 from skyclear.models.fusion.guided_base import GuidedFusionBase  # noqa: E402
@@ -14,13 +13,11 @@ from skyclear.models.fusion.trainer import FusionTrainer, laplacian_fusion  # no
 from skyclear.plugin.core.fusion_classical import fuse_laplacian  # noqa: E402
 from skyclear.plugin.core.metrics import fusion as fmetrics  # noqa: E402
 
+from factories import TINY_FUSION, cfog_batch  # noqa: E402
+
 torch.set_num_threads(1)
 
-TINY = {"kind": "fusion", "patch": 64, "batch": 2, "steps": 100, "width": 4, "blocks": [1, 1, 1, 1],
-        "cbam_levels": [3, 4, 5], "aspp_dilations": [1, 2, 3], "cyclegan_run": None, "use_base": True,
-        "norm": "group", "weights": {}, "intensity_mode": "optical", "gwpl_window": 3, "lambda_adv": 0.0,
-        "d_width": 4, "d_layers": 2, "ema": 0, "lr": 2e-3, "d_lr": 2e-4, "objective": "margin",
-        "margin_temperature": 0.003}
+TINY = dict(TINY_FUSION, steps=100, weights={}, objective="margin", margin_temperature=0.003)
 
 
 def _crop(data_dir, rows=(0, 96), cols=(100, 228)):
@@ -91,15 +88,10 @@ def test_descending_the_margin_raises_the_worst_margin(data_dir):
     assert before < 0 and worst() > before + 0.005, (before, worst())
 
 
-def _batch(data_dir, n=2, size=64):
-    pairs = fdata.load_training_pairs(str(data_dir), ("cfog",))
-    return tuple(torch.from_numpy(b) for b in fdata.PatchSampler(pairs, size, seed=1).batch(n))
-
-
 def test_a_few_margin_steps_reduce_the_margin_loss(data_dir):
     torch.manual_seed(0)
     trainer = FusionTrainer(dict(TINY), torch.device("cpu"))
-    sar, opt = _batch(data_dir)
+    sar, opt = cfog_batch(data_dir)
     with torch.no_grad():
         before = {k: float(v) for k, v in trainer.losses(sar, opt)[2].items()}
     assert {"margin", "margin_qabf", "margin_vif", "margin_ssim"} <= set(before) and before["content"] == 0.0
@@ -115,7 +107,7 @@ def test_a_few_margin_steps_reduce_the_margin_loss(data_dir):
 
 def test_margin_objective_without_the_base_path_still_has_references(data_dir):
     trainer = FusionTrainer(dict(TINY, use_base=False), torch.device("cpu"))
-    sar, opt = _batch(data_dir)
+    sar, opt = cfog_batch(data_dir)
     with torch.no_grad():
         out = trainer.losses(sar, opt)[2]
     assert torch.isfinite(out["margin"]) and float(out["margin"]) > 0.05   # from scratch: far below both

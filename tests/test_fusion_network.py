@@ -19,6 +19,8 @@ from skyclear.models.fusion.network import (CBAM, CBAMFusion, DenseASPP,  # noqa
 from skyclear.plugin.core.fusion_classical import fuse_guided, fuse_rgb  # noqa: E402
 from skyclear.plugin.core.metrics import fusion as fmetrics  # noqa: E402
 
+from factories import TINY_FUSION, cfog_batch  # noqa: E402
+
 ZOO_MODEL = os.path.join(os.path.dirname(__file__), "..", "models", "zoo", "fusion_hier_small.onnx")
 
 torch.set_num_threads(1)
@@ -174,17 +176,7 @@ def test_luminance_recomposition_keeps_chroma():
 
 # ----------------------------------------------------------------------------- real data
 
-TINY = {"kind": "fusion", "patch": 64, "batch": 2, "width": 4, "blocks": [1, 1, 1, 1], "cbam_levels": [3, 4, 5],
-        "aspp_dilations": [1, 2, 3], "cyclegan_run": None, "use_base": True, "norm": "group",
-        "weights": {"intensity": 0.5, "gradient": 1.0, "ssim": 1.0, "vif": 1.0, "qabf": 1.0},
-        "intensity_mode": "optical", "gwpl_window": 3, "lambda_adv": 0.0, "d_width": 4, "d_layers": 2, "ema": 0,
-        "lr": 2e-3, "d_lr": 2e-4}
-
-
-def _real_batch(data_dir, n=2, size=64):
-    pairs = fdata.load_training_pairs(str(data_dir), ("cfog",))
-    sampler = fdata.PatchSampler(pairs, size, seed=1)
-    return tuple(torch.from_numpy(b) for b in sampler.batch(n))
+TINY = TINY_FUSION
 
 
 def test_training_pairs_exclude_heldout_and_validation(data_dir):
@@ -250,7 +242,7 @@ def test_a_few_fusion_steps_reduce_the_losses(data_dir):
     from skyclear.models.fusion.trainer import FusionTrainer
     torch.manual_seed(0)
     trainer = FusionTrainer(dict(TINY), torch.device("cpu"))
-    sar, opt = _real_batch(data_dir)
+    sar, opt = cfog_batch(data_dir)
     with torch.no_grad():
         before = {k: float(v) for k, v in trainer.losses(sar, opt)[2].items()}
     for _ in range(25):
@@ -266,7 +258,7 @@ def test_a_few_cyclegan_steps_reduce_the_cycle_loss(data_dir):
     torch.manual_seed(0)
     config = dict(CYCLEGAN_DEFAULTS, width=4, blocks=1, d_width=4, d_layers=2, lr=2e-3)
     trainer = CycleGANTrainer(config, torch.device("cpu"))
-    sar, opt = _real_batch(data_dir)
+    sar, opt = cfog_batch(data_dir)
     first = [trainer.step(sar, opt)["g_cycle"] for _ in range(3)]
     for _ in range(15):
         last = trainer.step(sar, opt)["g_cycle"]
