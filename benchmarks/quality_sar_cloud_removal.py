@@ -7,10 +7,11 @@ Evaluates, on the held-out samples fixed in ``skyclear.models.ibhfn.splits.HELDO
 used for training or validation): the cloudy input itself, the DSen2-CR-style baseline and
 IB-HFN (plus IB-HFN with "keep clear pixels", and any ablation models), through the ONNX
 files and the plugin's tile processor, with the card pre/postprocessing (output written as
-uint16 DN like the plugin does). Metrics (``plugin/core/metrics/restoration.py``) on
+uint16 DN like the plugin does, after the tool's default snow test). Metrics (``plugin/core/metrics/restoration.py``) on
 reflectance = clip(DN, 0, 10000) / 10000: PSNR (data range 1), SSIM (11x11 Gaussian,
 sigma 1.5), SAM (degrees), MAE; averaged over samples; over all pixels and over the cloudy
-pixels (cloud_mask == 1) only.
+pixels (cloud_mask == 1) only. Then "do no harm": every model on clear scenes that no training run
+sees (``CLEAR_SCENES``), scored against their own input.
 
 ``--train-ablations STEPS`` trains, with the small preset shortened to STEPS steps, four
 runs with identical data/seed/budget: the full IB-HFN and the three ablations (no
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from skyclear.models.ibhfn import splits
+from skyclear.models.ibhfn.cv import as_the_tool_writes
 from skyclear.models.ibhfn.data import S1_BANDS, find_samples, preprocess, read_tif
 from skyclear.models.ibhfn.evaluate import hf_anisotropy, sar_edge_correlation
 from skyclear.plugin.core.engine import postprocess, to_network
@@ -48,6 +50,8 @@ from skyclear.plugin.core.pipelines.sar_cloud_removal import (SarCloudRemovalPro
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / ".." / "shared" / "data" / "sen12mscr"
+# kept out of every training run (cv.py reserves them too): a snowy winter BigEarthNet patch
+CLEAR_SCENES = ("bigearthnet/57_38",)
 ABLATIONS = {
     "ibhfn (same short budget)": [],
     "no bottleneck (concat fusion)": ["model.bottleneck=false"],
@@ -114,6 +118,7 @@ def evaluate(models, data_dir, keep_clear_threshold=0.5):
         add("cloud-free target (reference)", tgt, clear, mask, sar_net)
         for name, path in models:
             restored, clear_prob = run_model(path, opt, sar)
+            restored = np.rint(as_the_tool_writes(refl(restored), refl(opt)) * 10000.0)
             flipped, _ = run_model(path, np.ascontiguousarray(opt.transpose(0, 2, 1)),
                                    np.ascontiguousarray(sar.transpose(0, 2, 1)))
             stripes = 0.5 * (hf_anisotropy(refl(restored)) - hf_anisotropy(refl(flipped).transpose(0, 2, 1)))
@@ -122,6 +127,26 @@ def evaluate(models, data_dir, keep_clear_threshold=0.5):
                 kept = keep_clear_pixels(restored, opt, cloud_probability(clear_prob), keep_clear_threshold)
                 add(f"{name} + keep clear (p_cloud<{keep_clear_threshold})", kept, clear, mask)
     return ids, rows
+
+
+def clear_scene_rows(models, data_dir, scenes=CLEAR_SCENES):
+    """Do no harm: each model on clear scenes kept out of every training run (input = the clear
+    image, so any change is harm); PSNR/SAM of the output against its input, raw and as written."""
+    from skyclear.models.ibhfn.sources import l2a_to_l1c
+    root = Path(data_dir).resolve().parent / "bigearthnet_s1s2"
+    rows = []
+    for sid in scenes:
+        folder = root / sid.split("/", 1)[1]
+        if not (folder / "s2.tif").exists():
+            print(f"(clear scene {sid} not found under {root}: skipped)")
+            continue
+        opt, sar = l2a_to_l1c(read_tif(str(folder / "s2.tif"))), read_tif(str(folder / "s1.tif"))
+        for name, path in models:
+            raw = refl(run_model(path, opt, sar)[0])
+            written = as_the_tool_writes(raw, refl(opt))
+            m_raw, m = (restoration_metrics(x, refl(opt), 1.0) for x in (raw, written))
+            rows.append((sid, name, m_raw, m))
+    return rows
 
 
 def table(rows) -> str:
@@ -421,6 +446,15 @@ def main(argv=None) -> int:
             continue
         print(f"| {name} | {np.mean(edge):.3f} | " + (f"{np.mean(st):+.2f} / {np.max(np.abs(st)):.2f}" if st else "-")
               + " |")
+    clear = clear_scene_rows(models, args.data)
+    if clear:
+        print()
+        print("Do no harm on clear scenes kept out of training (input = clear image; output vs input):")
+        print()
+        print("| scene | method | PSNR as written (snow test) | SAM° as written | PSNR raw network | SAM° raw |\n"
+              "|---|---|---|---|---|---|")
+        for sid, name, m_raw, m in clear:
+            print(f"| {sid} | {name} | {m['psnr']:.2f} | {m['sam']:.2f} | {m_raw['psnr']:.2f} | {m_raw['sam']:.2f} |")
     return 0
 
 

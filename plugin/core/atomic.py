@@ -177,6 +177,10 @@ def cleanup_on_signals(signals=(signal.SIGTERM, signal.SIGINT)):
         os.kill(os.getpid(), signum)
 
     for sig in signals:
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            # ignored by the parent (nohup, `cmd &` in a script): the signal will not end the
+            # run, so removing the temporary files would only make it fail at the end
+            continue
         previous[sig] = signal.signal(sig, handler)
     try:
         yield

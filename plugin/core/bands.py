@@ -465,6 +465,12 @@ def apply_value_range(card: ModelCard, sources: Dict, value_scale: ScaleArg = No
             spec = card.input(spec.name)
         check = range_check(sample_source(source), spec, label)
         if check is None or not check.mismatch:
+            if scale is None and source.dtype == "uint8":
+                # 8-bit values lie inside a 0–10000 range, so the sample alone does not catch them
+                highs = [b.clip[1] for b in spec.bands if b.clip]
+                problem = dtype_range_problem(label, card.name, max(highs) if highs else None, source.dtype)
+                if problem:
+                    say(problem)
             continue
         if scale == "auto" and check.suggested is not None:
             scale_input(spec.name, label, check.suggested)

@@ -275,6 +275,8 @@ def run_tiled(card: ModelCard, sources: Dict[str, RasterSource], processor: Tile
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_TIFF_INTERNAL_MASK=True, GDAL_NUM_THREADS=gdal_threads()):
             stats = _stream(card, sources, processor, writers, grid, batch_size, progress,
                             is_cancelled, block_hook, part)
+            if part is None and stats["valid"] == 0:
+                raise InputError(_no_valid_pixel(card, sources, stats["with_data"]))
             elapsed = time.time() - started
             for out in writers.values():
                 out.writer.update_tags(SKYCLEAR_SECONDS=f"{elapsed:.2f}")
@@ -327,10 +329,26 @@ def _part_rows(grid: TileGrid, tile_rows) -> Optional[Tuple[int, int, int, int]]
     return first, stop, first * grid.stride, grid.finished_span(stop - 1, grid.rows, grid.height)[1]
 
 
+def _no_valid_pixel(card: ModelCard, sources: Dict[str, RasterSource], with_data: Dict[str, bool]) -> str:
+    """Why a run whose every output pixel would be nodata is refused: the inputs without a
+    single valid pixel on the grid, else inputs whose valid areas never meet."""
+    def name(spec):
+        return f"{sources[spec.name].label}: {os.path.basename(sources[spec.name].path)}"
+
+    empty = [spec for spec in card.inputs if not with_data.get(spec.name)]
+    if empty:
+        what = "; ".join(name(spec) for spec in empty)
+        return (f"{what} has no valid pixel in the area processed (every pixel is nodata or NaN), so the "
+                "output would be empty; nothing was written. Check the file, its nodata value and the extent")
+    return (f"the inputs ({', '.join(name(spec) for spec in card.inputs)}) have no valid pixel in common (where "
+            "one has data the other is nodata or NaN), so the output would be empty; nothing was written")
+
+
 def _read_tile(sources: Dict[str, RasterSource], card: ModelCard, grid: TileGrid, y0: int, x0: int,
-               keep_raw: bool = False):
+               keep_raw: bool = False, with_data: Optional[Dict[str, bool]] = None):
     """Network-ready inputs for one tile, reflect-padded past the scene edge, validity, and
-    (``keep_raw``, for a block hook) the raster values as read."""
+    (``keep_raw``, for a block hook) the raster values as read. ``with_data`` records which
+    inputs had any valid pixel."""
     h = min(grid.tile, grid.height - y0)
     w = min(grid.tile, grid.width - x0)
     window = Window(x0, y0, w, h)
@@ -338,6 +356,8 @@ def _read_tile(sources: Dict[str, RasterSource], card: ModelCard, grid: TileGrid
     raw = {}
     for spec in card.inputs:
         data, ok = sources[spec.name].read(window)
+        if with_data is not None and not with_data.get(spec.name):
+            with_data[spec.name] = bool(ok.any())
         valid &= ok
         raw[spec.name] = data
     tensors = {spec.name: pad_to(to_network(raw[spec.name], valid, spec), grid.tile, grid.tile)
@@ -372,9 +392,11 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
     batches = [b for b in _batches(grid, batch_size) if b[-1][0] >= warm and b[0][0] < stop]
     total = (stop - first) * grid.cols
     done, processor_seconds, valid_pixels = 0, 0.0, 0
+    with_data: Dict[str, bool] = {}
 
     def load(tiles):
-        return [_read_tile(sources, card, grid, r * S, c * S, keep_raw=block_hook is not None) for r, c in tiles]
+        return [_read_tile(sources, card, grid, r * S, c * S, keep_raw=block_hook is not None, with_data=with_data)
+                for r, c in tiles]
 
     # a part's first batch may start mid-row
     right = {n: np.zeros((ch, T, O), np.float32) for n, ch in channels.items()}
@@ -438,7 +460,7 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
                 progress(done / total, f"tile {done}/{total}")
         for pending in writes:
             pending.result()
-    return {"processor_seconds": processor_seconds, "valid": valid_pixels}
+    return {"processor_seconds": processor_seconds, "valid": valid_pixels, "with_data": with_data}
 
 
 def _progress_within_batch(progress: Progress, done: int, count: int, total: int, fraction: float) -> None:

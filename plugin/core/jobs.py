@@ -19,10 +19,10 @@ import numpy as np
 
 from .bands import apply_value_range
 from .engine import RunReport, grid_input, open_sources, run_tiled
-from .errors import Cancelled, InputError
+from .errors import Cancelled, InputError, ModelCardError
 from .model_card import parse_card
 from .pipelines import generic
-from .raster_io import describe_raster
+from .raster_io import describe_raster, output_format_problem
 from .tools import require_card, sibling_path, tool, with_defaults
 from .zoo import default_model
 
@@ -113,6 +113,10 @@ def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability:
     model = model or default_model(spec.slot("model").default_task)
     session, card, provider = generic.load_model(model, device)
     require_card(spec, "model", card, model)
+    if len(card.outputs) < 2:
+        raise ModelCardError(f"{model}: a SAR cloud-removal model has two outputs (the restored image, then the "
+                             f"clear-sky probability), but its card lists {len(card.outputs)} "
+                             f"({', '.join(o.name for o in card.outputs)}). Fix: list both outputs in the card")
     if not sar:
         raise InputError("SAR: a Sentinel-1 raster (VV, VH in dB) is required for SAR-assisted cloud removal")
     full_card = _with_cloud_probability(card)
@@ -324,6 +328,8 @@ def output_problems(outputs: Sequence[Tuple[str, str]],
             problems.append(f"output folder does not exist: {folder}")
         elif not os.access(folder, os.W_OK):
             problems.append(f"output folder is not writable: {folder}")
+        elif output_format_problem(path):
+            problems.append(output_format_problem(path))
     if inputs is not None:
         try:
             check_output_paths(outputs, inputs)

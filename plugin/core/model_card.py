@@ -267,7 +267,12 @@ def card_from_session(session, path: str = "model") -> ModelCard:
         card_dict = json.loads(meta[METADATA_KEY])
     except json.JSONDecodeError as exc:
         raise ModelCardError(f"{path}: model card is not valid JSON ({exc})") from exc
-    card = parse_card(card_dict)
+    try:
+        card = parse_card(card_dict)
+    except ModelCardError as exc:
+        if path in str(exc):
+            raise
+        raise ModelCardError(f"{path}: {exc}") from exc
     _check_against_graph(card, session, path)
     return card
 

@@ -133,11 +133,14 @@ class RasterSource:
     def _warp(self, resampling: Resampling):
         ds, grid = self.dataset, self.grid
         if ds.crs is None or grid.crs is None:
+            if (ds.width, ds.height) != (grid.width, grid.height):
+                differ = f"the pixel grids differ ({ds.width}x{ds.height} vs {grid.width}x{grid.height})"
+            else:   # same size: the georeference is what differs
+                differ = f"the pixel grids differ (both {ds.width}x{ds.height}, but with different geotransforms)"
             raise InputError(
                 f"{self.label}: {os.path.basename(self.path)} and the optical raster cannot be aligned: "
-                f"{'it has' if ds.crs is None else 'the optical raster has'} no CRS and the pixel grids differ "
-                f"({ds.width}x{ds.height} vs {grid.width}x{grid.height}). Georeference both rasters, "
-                "or give rasters with identical pixel grids")
+                f"{'it has' if ds.crs is None else 'the optical raster has'} no CRS and {differ}. "
+                "Georeference both rasters, or give rasters with identical pixel grids")
         src_box = transform_bounds(ds.crs, grid.crs, *ds.bounds, densify_pts=21)
         if not boxes_overlap(src_box, grid.bounds):
             raise InputError(
@@ -256,6 +259,19 @@ COMPRESSIONS = {
 }
 
 
+GEOTIFF_EXTENSIONS = ("", ".tif", ".tiff")
+
+
+def output_format_problem(path: str) -> Optional[str]:
+    """Outputs are GeoTIFF: a name ending in another format's extension (.png, .jpg, .img)
+    would hold GeoTIFF bytes that other software misreads."""
+    ext = os.path.splitext(path)[1]
+    if ext.lower() in GEOTIFF_EXTENSIONS:
+        return None
+    return (f"output {path}: SkyClear writes GeoTIFF, not {ext.lstrip('.').upper()}; give a .tif name "
+            f"such as {os.path.splitext(path)[0]}.tif")
+
+
 class GeoTiffWriter:
     """A tiled, compressed (``COMPRESSIONS``) GeoTIFF written to a hidden temporary file.
 
@@ -278,6 +294,9 @@ class GeoTiffWriter:
             raise InputError(f"output {self.path} is a folder; give a file name such as {self.path}/result.tif")
         if not os.path.isdir(folder):
             raise InputError(f"output folder does not exist: {folder}")
+        problem = output_format_problem(self.path)
+        if problem:
+            raise InputError(problem)
         if not os.access(folder, os.W_OK):
             raise InputError(f"output folder is not writable: {folder}")
         atomic.sweep_stale(folder)

@@ -26,6 +26,10 @@ class SkyClearProvider(QgsProcessingProvider):
     def icon(self):
         return QIcon(ICON)
 
+    def supportedOutputRasterLayerExtensions(self):  # noqa: N802
+        # every raster output is written as GeoTIFF (core/raster_io.py refuses other extensions)
+        return ["tif", "tiff"]
+
     def loadAlgorithms(self):  # noqa: N802
         for algorithm in ALGORITHMS:
             self.addAlgorithm(algorithm())
