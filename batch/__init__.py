@@ -9,7 +9,7 @@ or ``python -m skyclear.batch jobs.csv``. See ``manifest`` for the manifest's co
 from .manifest import TOOLS, Job, ManifestError, read_manifest, write_manifest
 from .pairing import pair_scenes
 from .plan import plan_jobs, require_valid
-from .runner import BatchSummary, run_batch, write_report
+from .runner import BatchInterrupted, BatchSummary, run_batch, write_report
 
-__all__ = ["TOOLS", "BatchSummary", "Job", "ManifestError", "pair_scenes", "plan_jobs", "read_manifest",
+__all__ = ["TOOLS", "BatchInterrupted", "BatchSummary", "Job", "ManifestError", "pair_scenes", "plan_jobs", "read_manifest",
            "require_valid", "run_batch", "write_manifest", "write_report"]

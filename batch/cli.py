@@ -62,6 +62,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SkyClearError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:   # Ctrl-C: one line (the report, if any, is written), the shell's 128 + SIGINT
+        print(f"\n{exc}" if str(exc) else "\ninterrupted", file=sys.stderr)
+        return 130
 
 
 def _pair(args) -> int:

@@ -8,11 +8,14 @@ worker dies is rerun by Dask on another worker (``distributed.scheduler.allowed-
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -38,6 +41,7 @@ class BatchSummary:
     workers: int = 0
     threads: int = 0
     counts: Dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False          # Ctrl-C: the unfinished jobs are "cancelled"
 
     @property
     def ok(self) -> bool:
@@ -45,6 +49,22 @@ class BatchSummary:
 
     def by_job(self) -> Dict[str, Dict[str, Any]]:
         return {r["job"]: r for r in self.results}
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a batch, raised once the report is written: the finished jobs
+    are in ``summary`` with the others "cancelled". A KeyboardInterrupt, not a SkyClearError,
+    so that code calling ``run_batch`` stops as Ctrl-C means."""
+
+    def __init__(self, summary: "BatchSummary"):
+        super().__init__(summary)
+        self.summary = summary
+
+    def __str__(self):
+        done = sum(r["status"] == "done" for r in self.summary.results)
+        cancelled = self.summary.counts.get("cancelled", 0)
+        where = f"; report: {self.summary.report}" if self.summary.report else ""
+        return f"interrupted: {done} job(s) done, {cancelled} cancelled (no partial outputs){where}"
 
 
 def run_batch(manifest: Union[str, Sequence[Dict[str, Any]], Sequence[Job]], *, scheduler: Optional[str] = None,
@@ -60,6 +80,7 @@ def run_batch(manifest: Union[str, Sequence[Dict[str, Any]], Sequence[Job]], *, 
     job (default: cores // workers locally; on a cluster, the worker's SKYCLEAR_THREADS,
     else its cores // its Dask threads). Raises ``ManifestError`` listing every problem
     unless ``skip_invalid``, which runs the valid rows and reports the others as invalid.
+    Ctrl-C stops the run, reports the unfinished jobs as "cancelled" and raises ``BatchInterrupted``.
     """
     started = time.time()
     stream = stream or sys.stderr
@@ -96,17 +117,33 @@ def run_batch(manifest: Union[str, Sequence[Dict[str, Any]], Sequence[Job]], *, 
             for plan, result in run:
                 result["megapixels"] = round(plan.megapixels, 3)
                 results[plan.job.row] = result
+        except KeyboardInterrupt:
+            run.close()   # stops the workers before the outputs are looked at
+            summary.interrupted = True
         finally:
             # whatever a dead worker (or an interrupted run) left behind; the next write
             # into a folder also sweeps temporary files of processes that no longer run
             tasks.remove_leftovers([path for plan in todo for path in plan.outputs.values()])
+        for plan in todo if summary.interrupted else ():
+            results.setdefault(plan.job.row, _interrupted_result(plan, started))
     summary.results = [results[p.job.row] for p in plans]
     summary.seconds = time.time() - started
     for r in summary.results:
         summary.counts[r["status"]] = summary.counts.get(r["status"], 0) + 1
     if report:
         summary.report = write_report(summary.results, report)
+    if summary.interrupted:
+        raise BatchInterrupted(summary)
     return summary
+
+
+def _interrupted_result(plan: Plan, started: float) -> Dict[str, Any]:
+    """An unreported job of an interrupted batch: "done" when a worker committed its outputs
+    while the batch stopped (they carry its key and are newer than the batch), else "cancelled"."""
+    finished = is_done(plan) and all(os.path.getmtime(p) >= started for p in plan.outputs.values())
+    return {"job": plan.job.name, "row": plan.job.row, "tool": plan.job.tool, "megapixels": round(plan.megapixels, 3),
+            "status": "done" if finished else "cancelled", "outputs": plan.outputs if finished else {},
+            "error": "finished as the batch was interrupted" if finished else "interrupted (Ctrl-C) before it finished"}
 
 
 # ---------------------------------------------------------------------------------------
@@ -166,9 +203,25 @@ def _client(scheduler, client, workers, threads, todo, stream, show):
     workers = workers or max(1, min(cores, tasks_count))
     threads = threads or max(1, cores // workers)
     dashboard = ":8787" if _has_bokeh() else None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=dashboard,
-                           silence_logs=logging.ERROR, env={"SKYCLEAR_THREADS": str(threads)})
+    with _sigint_ignored():
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=dashboard,
+                               silence_logs=logging.ERROR, env={"SKYCLEAR_THREADS": str(threads)})
     return Client(cluster), True, cluster, threads
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Worker processes started inside inherit an ignored SIGINT: Ctrl-C reaches the whole
+    process group, and only this process should act on it (report, then close the cluster),
+    not each worker with its own traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _uses_gpu(todo: List[Plan]) -> bool:

@@ -37,6 +37,7 @@ from .errors import Cancelled, InputError
 from .model_card import ModelCard, TensorSpec
 from .raster_io import GeoTiffWriter, RasterSource, gdal_threads, output_block_size, subgrid, to_dtype
 from .tiling import TileGrid, pad_to, tile_weights
+from .tools import S2_BANDS
 
 log = logging.getLogger("skyclear")
 
@@ -112,13 +113,21 @@ def grid_input(card: ModelCard) -> TensorSpec:
     return next((spec for spec in card.inputs if spec.role == "optical"), card.inputs[0])
 
 
+def is_sentinel2(spec: TensorSpec) -> bool:
+    """Whether an input takes Sentinel-2 bands (card band names B1..B12, B8A)."""
+    return bool(spec.bands) and {n.upper() for n in spec.band_names} <= set(S2_BANDS)
+
+
 def open_sources(card: ModelCard, paths: Dict[str, str],
                  band_lists: Optional[Dict[str, Sequence[int]]] = None,
-                 labels: Optional[Dict[str, str]] = None, extent=None) -> Dict[str, RasterSource]:
+                 labels: Optional[Dict[str, str]] = None, extent=None,
+                 s2_zero_nodata: bool = False) -> Dict[str, RasterSource]:
     """Open every card input on the grid of the optical input (``grid_input``), cropped to
     ``extent`` (xmin, ymin, xmax, ymax in the optical CRS) when given.
 
-    Checks band counts, dtypes, CRS and overlap before any work starts.
+    Checks band counts, dtypes, CRS and overlap before any work starts. ``s2_zero_nodata``
+    (the Sentinel-2 tools): an optical Sentinel-2 raster that declares no nodata and no mask
+    has its pixels that are 0 in every band read as nodata, as ESA's products mean them.
     """
     band_lists = band_lists or {}
     labels = labels or {}
@@ -138,6 +147,8 @@ def open_sources(card: ModelCard, paths: Dict[str, str],
                     grid = subgrid(whole.grid, extent)
             source = RasterSource(path, bands, label, grid=grid, resampling=spec.resampling)
             sources[spec.name] = source
+            if s2_zero_nodata and spec is first and is_sentinel2(spec) and not source.declares_validity:
+                source.zero_is_nodata = True
             if spec.dtypes and source.dtype not in spec.dtypes:
                 raise InputError(f"{label}: {os.path.basename(path)} is {source.dtype} but model '{card.name}' "
                                  f"accepts {', '.join(spec.dtypes)} for input '{spec.name}'")

@@ -31,8 +31,8 @@ Bands = Optional[Sequence[int]]
 
 def _run(card, paths, processor, outputs, *, provider, tile_size, overlap, band_lists, labels,
          extent, progress, is_cancelled, block_hook=None, tags=None, value_scale=None,
-         compression="deflate") -> RunReport:
-    sources = open_sources(card, paths, band_lists, labels, extent)
+         compression="deflate", s2_zero_nodata=False) -> RunReport:
+    sources = open_sources(card, paths, band_lists, labels, extent, s2_zero_nodata=s2_zero_nodata)
     try:
         card, scale_tags = apply_value_range(card, sources, value_scale, labels)
         if hasattr(processor, "bind_grid"):  # processors that must know where the image ends
@@ -153,7 +153,7 @@ def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability:
     return _run(full_card, paths, processor, outputs, provider=provider, tile_size=tile_size,
                 overlap=overlap, band_lists=_band_lists(card, optical_bands, sar_bands),
                 labels=_labels(card), extent=extent, progress=progress, is_cancelled=is_cancelled,
-                value_scale=value_scale, compression=compression,
+                value_scale=value_scale, compression=compression, s2_zero_nodata=True,
                 block_hook=block_hook if keep_snow or keep_clear else None,
                 tags=dict(_model_tags(model), SKYCLEAR_KEEP_SNOW=snow_state, SKYCLEAR_KEEP_CLEAR=str(keep_clear),
                           SKYCLEAR_CLEAR_THRESHOLD=str(clear_threshold)))

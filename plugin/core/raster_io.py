@@ -8,6 +8,7 @@ optical raster's pixel grid (same size and transform).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
@@ -23,6 +24,8 @@ from rasterio.windows import Window
 
 from . import atomic
 from .errors import InputError, OutputError
+
+log = logging.getLogger("skyclear")
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,8 @@ class RasterSource:
         self.dataset = _open(path, label)
         self._reader = self.dataset
         self._alpha = False
+        self.zero_is_nodata = False     # pixels 0 in every band are nodata (``engine.open_sources``)
+        self._zero_said = False
         ds = self.dataset
         bad = [b for b in self.bands if not 1 <= b <= ds.count]
         if bad:
@@ -165,6 +170,12 @@ class RasterSource:
     def count(self) -> int:
         return len(self.bands)
 
+    @property
+    def declares_validity(self) -> bool:
+        """Whether the file says where it has no data (nodata value, mask or alpha band)."""
+        flags = self.dataset.mask_flag_enums
+        return any(flags[b - 1] != [MaskFlags.all_valid] for b in self.bands)
+
     def read(self, window: Window):
         """(float32 data (C, h, w), bool valid (h, w)) for a window inside the grid.
 
@@ -187,6 +198,16 @@ class RasterSource:
         if np.issubdtype(np.dtype(self.dtype), np.floating):
             # NaN/inf are never data, tagged as nodata or not
             valid &= np.isfinite(data).all(axis=0)
+        if self.zero_is_nodata:
+            blank = valid & ~data.any(axis=0)
+            if blank.any():
+                valid &= ~blank
+                if not self._zero_said:
+                    self._zero_said = True
+                    log.warning("%s: %s declares no nodata; its pixels that are 0 in every band are taken as "
+                                "nodata (the Sentinel-2 convention) and stay nodata in the output. Declare a "
+                                "nodata value (gdal_edit.py -a_nodata) to have them read otherwise",
+                                self.label, os.path.basename(self.path))
         data[:, ~valid] = 0.0
         return data, valid
 

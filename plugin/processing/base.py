@@ -266,8 +266,12 @@ class ToolAlgorithm(SkyClearAlgorithm):
                                                          optional=not slot.required))
         for option in spec.all_options():
             self.addParameter(_parameter(option))
-        for output in spec.outputs:
-            self.addParameter(QgsProcessingParameterRasterDestination(output.param, output.label))
+        main = spec.outputs[0].param
+        for output in spec.outputs:   # the further outputs are optional: the job puts them beside the main one
+            label = f"{output.label} (empty = <{main} name>_{output.sibling}.tif beside {main})" if output.sibling \
+                else output.label
+            self.addParameter(QgsProcessingParameterRasterDestination(output.param, label,
+                                                                      optional=bool(output.sibling)))
         self.addOutput(QgsProcessingOutputString("PROVIDER", "Execution provider"))
 
     def option_value(self, option: tools.Option, parameters, context):
@@ -302,8 +306,8 @@ class ToolAlgorithm(SkyClearAlgorithm):
             kwargs[slot.keyword] = self.parameterAsFile(parameters, slot.param, context) or None
         for option in spec.all_options():
             kwargs[option.keyword] = self.option_value(option, parameters, context)
-        for output in spec.outputs:
-            kwargs[output.keyword] = self.parameterAsOutputLayer(parameters, output.param, context)
+        for output in spec.outputs:   # an optional output not given comes as "": None lets the job pick its default
+            kwargs[output.keyword] = self.parameterAsOutputLayer(parameters, output.param, context) or None
         return kwargs
 
     def execute_job(self, parameters, context, feedback):
