@@ -12,7 +12,9 @@ smooth fields plus noise, written once to a cache folder block by block.
 Each run is a fresh process, timed from spawn to exit (whole process, start-up included):
 - SkyClear: ``.venv/bin/skyclear-process run skyclear:run_model`` (tile 512, overlap 32, CPU), or with
   ``--skyclear-via batch`` the QGIS-free batch command (``.venv/bin/skyclear-batch MANIFEST --workers 0``,
-  one manifest row with the same parameters; no QGIS start-up).
+  one manifest row with the same parameters; no QGIS start-up). Output compression: the tools'
+  default DEFLATE, or ``--skyclear-compression zstd|none`` (Deepness writes its float32 result
+  uncompressed, so ``none`` compares the same output format).
 - Deepness: ``../shared/peers/deepness_headless_example.py`` with the Deepness source on
   PYTHONPATH (batch 4, tile 512, overlap 32; it picks CUDA when present, CPU here). It needs
   ``opencv-python-headless``, which is NOT a project dependency: it is installed once with
@@ -57,6 +59,7 @@ DEFAULT_CACHE = Path(tempfile.gettempdir()) / "skyclear-bench" / "peer"
 DEFAULT_PEER_DEPS = Path.home() / ".cache" / "skyclear-bench" / "peer-deps" / "opencv-python-headless-4.9.0.80"
 
 TILE, OVERLAP, BATCH = 512, 32, 4
+COMPRESSIONS = ("deflate", "zstd", "none")   # the tools' COMPRESSION enum, in order
 HIDDEN = 32
 THREAD_VARS = ("OMP_NUM_THREADS", "SKYCLEAR_THREADS", "OPENBLAS_NUM_THREADS", "GDAL_NUM_THREADS")
 
@@ -208,12 +211,13 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text[-lines:])[:300]
 
 
-def run_skyclear(model: Path, scene: Path, work: Path, via: str = "processing") -> dict:
+def run_skyclear(model: Path, scene: Path, work: Path, via: str = "processing", compression: str = "deflate") -> dict:
     out = work / f"skyclear_{scene.stem}.tif"
     if out.exists():
         out.unlink()
     params = {"MODEL": model, "OPTICAL": scene, "OUTPUT": out, "TILE_SIZE": TILE, "OVERLAP": OVERLAP,
-              "DEVICE": 1}  # 1 = CPU (enum index; the manifest takes it too)
+              "DEVICE": 1,  # 1 = CPU (enum index; the manifest takes it too)
+              "COMPRESSION": COMPRESSIONS.index(compression)}
     if via == "batch":
         manifest = work / f"skyclear_{scene.stem}.csv"
         manifest.write_text("tool," + ",".join(params) + "\nrun_model," + ",".join(map(str, params.values())) + "\n")
@@ -325,6 +329,9 @@ def main(argv=None) -> int:
     parser.add_argument("--only", choices=["skyclear", "deepness"], help="run one tool only")
     parser.add_argument("--skyclear-via", choices=["processing", "batch"], default="processing",
                         help="SkyClear through qgis_process (default) or the QGIS-free batch command")
+    parser.add_argument("--skyclear-compression", choices=COMPRESSIONS, default="deflate",
+                        help="SkyClear's output compression (default DEFLATE, the tools' default; Deepness "
+                             "writes its float32 result uncompressed, so 'none' is the like-for-like format)")
     args = parser.parse_args(argv)
 
     cache = args.cache
@@ -343,7 +350,8 @@ def main(argv=None) -> int:
     print(f"model conv3x3 3-32-32-1 + sigmoid ({model.name}); tile {TILE}, overlap {OVERLAP}, CPU; "
           f"{os.cpu_count()} cores, load average {load[0]:.2f} at start; thread variables: {threads}; "
           f"{args.repeats} fresh process(es) per cell (median wall, max peak RSS); SkyClear via "
-          f"{'qgis_process' if args.skyclear_via == 'processing' else 'skyclear-batch (no QGIS)'}")
+          f"{'qgis_process' if args.skyclear_via == 'processing' else 'skyclear-batch (no QGIS)'}, "
+          f"output compression {args.skyclear_compression} (Deepness: none)")
     if skip_deepness:
         print(f"Deepness rows skipped: {skip_deepness}")
     if skip_skyclear:
@@ -354,7 +362,7 @@ def main(argv=None) -> int:
         sky, deep = [], []
         for _ in range(args.repeats):  # alternate the tools so load drifts hit both
             if not skip_skyclear:
-                sky.append(run_skyclear(model, scene, cache, args.skyclear_via))
+                sky.append(run_skyclear(model, scene, cache, args.skyclear_via, args.skyclear_compression))
             if not skip_deepness:
                 deep.append(run_deepness(model, scene, cache, args.peer_deps))
         s = summarise(sky) if not skip_skyclear else {"error": skip_skyclear, "skipped": True}
