@@ -7,6 +7,7 @@ in ``finished`` on the main thread.
 from __future__ import annotations
 
 import html
+import logging
 import os
 import time
 import traceback
@@ -23,6 +24,21 @@ LOG_TAG = "SkyClear"
 # Python references to running tasks: the task manager owns the C++ objects, but the Python
 # subclass must stay alive until finished() has run. Also used to cancel everything on unload.
 _RUNNING: set = set()
+
+
+class _RunWarnings(logging.Handler):
+    """Collects the core's warnings (``skyclear`` logger) while a task runs, from any thread:
+    the engine reads on its own I/O thread. They are shown in ``finished``; Processing has its
+    own handler that writes them to the feedback."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        text = record.getMessage()
+        if text not in self.messages:
+            self.messages.append(text)
 
 
 def resolve_job(function_name: str) -> Callable:
@@ -56,6 +72,7 @@ class SkyClearTask(QgsTask):
         self.error: Optional[str] = None
         self.detail: Optional[str] = None
         self.was_cancelled = False
+        self.warnings = []                 # the core's warnings during the run, shown when it ends
         self.layers = []
         self.status_text = ""
         self._started = None
@@ -77,6 +94,9 @@ class SkyClearTask(QgsTask):
         from .core.errors import Cancelled, SkyClearError
 
         self._started = self._reported_at = time.monotonic()
+        warnings = _RunWarnings()
+        logger = logging.getLogger("skyclear")
+        logger.addHandler(warnings)
         try:
             job = self.job or resolve_job(self.function_name)
             self.report = job(**self.kwargs, progress=self._progress, is_cancelled=self.isCanceled)
@@ -96,6 +116,8 @@ class SkyClearTask(QgsTask):
             self.detail = traceback.format_exc()
             return False
         finally:
+            logger.removeHandler(warnings)
+            self.warnings = warnings.messages
             self.seconds = time.monotonic() - (self._started or time.monotonic())
 
     def _progress(self, fraction: float, message: str = "") -> None:
@@ -146,6 +168,8 @@ class SkyClearTask(QgsTask):
     def finished(self, result):  # noqa: D401 - QgsTask API
         _RUNNING.discard(self)
         self._timer.stop()
+        for text in self.warnings:
+            QgsMessageLog.logMessage(_esc(f"{self.title}: {text}"), LOG_TAG, Qgis.Warning)
         try:
             if result and self.report is not None:
                 self._succeeded()
@@ -186,12 +210,14 @@ class SkyClearTask(QgsTask):
                 if folder else "")
         tiles = getattr(report, "tiles", None)
         text = _esc(f"{self.title} finished in {format_seconds(seconds)} on {provider}"
-                    + (f" ({plural(tiles, 'tile')})" if isinstance(tiles, int) else "")) + link
+                    + (f" ({plural(tiles, 'tile')})" if isinstance(tiles, int) else "")
+                    + (f", {plural(len(self.warnings), 'warning')} (see the SkyClear log)" if self.warnings else "")
+                    ) + link
         QgsMessageLog.logMessage(_esc(
             f"{self.title}: {format_seconds(seconds)}, provider {provider}, tile "
             f"{getattr(report, 'tile_size', '?')}, overlap {getattr(report, 'overlap', '?')}, outputs "
             + ", ".join(f"{k}={v}" for k, v in outputs.items())), LOG_TAG, Qgis.Info)
-        self._message(text, Qgis.Success, 15, markup=True)
+        self._message(text, Qgis.Warning if self.warnings else Qgis.Success, 15, markup=True)
 
     def _message(self, text: str, level, duration: int, detail: Optional[str] = None,
                  markup: bool = False) -> None:

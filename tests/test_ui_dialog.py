@@ -476,6 +476,38 @@ def test_errors_go_to_message_bar_and_log(dialog, qgis_iface, tmp_path):
     assert any("Traceback" in msg for _, msg in logged)
 
 
+def test_run_warnings_reach_the_log_and_the_message_bar(qgis_iface, tmp_path):
+    """The core warns on its I/O thread (here: an undeclared all-zero Sentinel-2 border); the
+    dialog's task shows it in the SkyClear log and turns the success message into a warning."""
+    import rasterio
+    from qgis.core import Qgis, QgsApplication
+
+    scene = os.path.join(DATA, "sen12mscr_s1_cloudy", "ROIs1868_summer_19_p30")
+    if not os.path.exists(os.path.join(scene, "s2_cloudy.tif")):
+        pytest.skip("../shared/data is not present")
+    with rasterio.open(os.path.join(scene, "s2_cloudy.tif")) as ds:
+        profile, data = ds.profile, ds.read()
+    data[:, :, :16] = 0                                          # a swath border, no nodata declared
+    optical = str(tmp_path / "s2_border.tif")
+    with rasterio.open(optical, "w", **profile) as out:
+        out.write(data)
+    logged = []
+    QgsApplication.messageLog().messageReceived.connect(
+        lambda msg, tag, level: logged.append((level, msg)) if tag == "SkyClear" else None)
+    qgis_iface.messageBar().clear_messages()
+    task = sc_tasks.SkyClearTask("Border run", "remove_clouds_sar",
+                                 dict(optical=optical, sar=os.path.join(scene, "s1.tif"),
+                                      output=str(tmp_path / "clear.tif"), device="cpu", tile_size=128),
+                                 iface=qgis_iface, add_to_map=False)
+    sc_tasks.start(task)
+    wait_task(task, 120)
+    assert task.report is not None, task.error
+    assert len(task.warnings) == 1 and "declares no nodata" in task.warnings[0]
+    assert process_until(lambda: any("declares no nodata" in m for lvl, m in logged if lvl == Qgis.Warning), 5)
+    shown = qgis_iface.messageBar().get_messages(Qgis.Warning)
+    assert shown and "1 warning" in shown[-1]
+
+
 def test_settings_persist(qgis_iface, project, settings_clean, tmp_path):
     dlg = SkyClearDialog(qgis_iface)
     dlg.set_task("optical_cloud_removal")
