@@ -11,5 +11,5 @@ from .pairing import pair_scenes
 from .plan import plan_jobs, require_valid
 from .runner import BatchInterrupted, BatchSummary, run_batch, write_report
 
-__all__ = ["TOOLS", "BatchInterrupted", "BatchSummary", "Job", "ManifestError", "pair_scenes", "plan_jobs", "read_manifest",
-           "require_valid", "run_batch", "write_manifest", "write_report"]
+__all__ = ["TOOLS", "BatchInterrupted", "BatchSummary", "Job", "ManifestError", "pair_scenes", "plan_jobs",
+           "read_manifest", "require_valid", "run_batch", "write_manifest", "write_report"]

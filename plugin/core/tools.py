@@ -313,7 +313,8 @@ TOOLS: Tuple[ToolSpec, ...] = (
             Output("output", "OUTPUT", "Cloud-free image",
                    "13-band cloud-free GeoTIFF in the input's units (uint16 DN).", layer_name="cloud-free"),
             Output("cloud_probability", "CLOUD_PROBABILITY", "Cloud probability",
-                   "float GeoTIFF, 0 = clear, 1 = cloud.", sibling="cloud_probability",
+                   "float GeoTIFF, 0 = clear, 1 = cloud; by default <OUTPUT name>_cloud_probability.tif "
+                   "beside OUTPUT.", sibling="cloud_probability",
                    note="the cloud-probability map (0 = clear, 1 = cloud)", layer_name="cloud probability"),
         ),
         output_suffix="cloudfree_sar"),
