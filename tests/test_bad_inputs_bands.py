@@ -73,6 +73,10 @@ def test_band_mapper_precedence():
     assert bands.map_bands(["B1", "B2", "B3"], ["R", "G", "B"], 3).bands == [1, 2, 3]
     problem = bands.mapping_problem("OPTICAL", bands.map_bands(RGB, [""] * 13, 13), "m", "s2.tif")
     assert "s2.tif" in problem and "4,3,2" in problem
+    # too few bands: no impossible band list, and a 12-band file into an L1C model is named as L2A
+    s2 = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12"]
+    problem = bands.mapping_problem("OPTICAL", bands.map_bands(s2, [""] * 12, 12), "m", "l2a.tif")
+    assert "l2a.tif" in problem and "B10" in problem and "Level-1C" in problem and "1,2,3" not in problem
 
 
 def test_dialog_uses_the_core_mapper():

@@ -184,6 +184,11 @@ def mapping_problem(label: str, mapping: BandMapping, model_name: str = "", file
         return None
     if mapping.complete:
         return None
+    if count < len(wanted):   # no band list can help: say what is missing
+        l2a = (" A 12-band Sentinel-2 file is usually Level-2A, which has no B10 (cirrus): this model needs "
+               "Level-1C (top-of-atmosphere) data with all 13 bands." if count == 12 and "B10" in wanted else "")
+        return (f"{what} has {count} band(s) but {who} expects {len(wanted)} ({','.join(wanted)}); its band "
+                f"descriptions do not name {', '.join(mapping.missing)}.{l2a}")
     return (f"{what} has {count} band(s) but {who} expects {len(wanted)} ({','.join(wanted)}), and its "
             f"band descriptions do not name {', '.join(mapping.missing)}. Choose {len(wanted)} bands "
             f"explicitly (a band list like {','.join(str(i) for i in range(1, len(wanted) + 1))})."
