@@ -145,7 +145,7 @@ def engine_env(threads: Optional[int]):
     """The GDAL settings the engine writes under (internal masks), plus threaded compression."""
     import rasterio
 
-    with rasterio.Env(GDAL_CACHEMAX=engine.GDAL_CACHE_MB, GDAL_TIFF_INTERNAL_MASK=True,
+    with rasterio.Env(GDAL_CACHEMAX=engine.GDAL_CACHE_BYTES, GDAL_TIFF_INTERNAL_MASK=True,
                       GDAL_NUM_THREADS=str(threads or os.environ.get("SKYCLEAR_THREADS") or 1)):
         yield
 

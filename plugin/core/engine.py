@@ -46,7 +46,9 @@ BlockHook = Callable[[Dict[str, np.ndarray], Dict[str, np.ndarray], np.ndarray],
 Progress = Callable[[float, str], None]
 
 SKYCLEAR_VERSION = "0.3.1"
-GDAL_CACHE_MB = 128
+# GDAL block cache of a run. rasterio hands an integer GDAL_CACHEMAX to GDALSetCacheMax64, in
+# bytes: a plain 128 meant 128 bytes, no cache, and every overlapping tile decoded its blocks again.
+GDAL_CACHE_BYTES = 128 * 2 ** 20
 
 
 @dataclass
@@ -283,7 +285,7 @@ def run_tiled(card: ModelCard, sources: Dict[str, RasterSource], processor: Tile
                                    spec.band_names, dict(tags, SKYCLEAR_OUTPUT=name), block,
                                    use_mask=nodata is None, compression=compression)
             writers[name] = _Output(spec, writer, dtype, nodata)
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_TIFF_INTERNAL_MASK=True, GDAL_NUM_THREADS=gdal_threads()):
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_TIFF_INTERNAL_MASK=True, GDAL_NUM_THREADS=gdal_threads()):
             stats = _stream(card, sources, processor, writers, grid, batch_size, progress,
                             is_cancelled, block_hook, part)
             if part is None and stats["valid"] == 0:
