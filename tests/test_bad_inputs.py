@@ -82,12 +82,15 @@ def test_disk_full_csv(small_disk):
 def test_disk_full_through_qgis_process(small_disk, data_dir):
     triplet = data_dir / "sen12mscr" / "oriolac_5278"
     out = previous_output(small_disk / "clear.tif")
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    (small_disk / "filler").write_bytes(b"\0" * max(0, free - 150 * 1024))   # a smooth result would fit in 1 MiB
     proc = qgis_process("skyclear:remove_clouds_sar", OPTICAL=triplet / "s2_cloudy.tif", SAR=triplet / "s1.tif",
                         OUTPUT=out)
-    assert proc.returncode != 0
+    assert proc.returncode != 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "clear.tif" in proc.stdout + proc.stderr
     assert_untouched(out)
     assert leftovers(small_disk) == []
+    assert sorted(os.listdir(small_disk)) == ["clear.tif", "filler"]
 
 
 # ---------------------------------------------------------------------------------------
