@@ -17,3 +17,17 @@ def data_dir() -> Path:
     if not DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return DATA.resolve()
+
+
+@pytest.fixture()
+def provider(qgis_app, qgis_processing):
+    """SkyClear's Processing provider, registered for one test."""
+    from qgis.core import QgsApplication
+
+    from skyclear.plugin.processing.provider import SkyClearProvider
+
+    registry = QgsApplication.processingRegistry()
+    prov = SkyClearProvider()
+    registry.addProvider(prov)
+    yield prov
+    registry.removeProvider(prov)

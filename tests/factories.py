@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -145,3 +147,19 @@ def cfog_batch(data_dir, n: int = 2, size: int = 64):
     from skyclear.models.fusion import data as fdata
     pairs = fdata.load_training_pairs(str(data_dir), ("cfog",))
     return tuple(torch.from_numpy(b) for b in fdata.PatchSampler(pairs, size, seed=1).batch(n))
+
+
+# ------------------------------------------------------------------- failed-run checks
+
+PREVIOUS = b"the user's previous result, which must survive a failed run"
+
+
+def leftovers(folder) -> list:
+    """SkyClear temporary files (and anything hidden) left in ``folder``."""
+    return sorted(n for n in os.listdir(folder) if n.startswith(".") or ".part" in n)
+
+
+def previous_output(path) -> Path:
+    """A stand-in for a user's earlier result at ``path``: a failed run must leave it byte-identical."""
+    Path(path).write_bytes(PREVIOUS)
+    return Path(path)

@@ -13,22 +13,12 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from factories import base_card, conv_model, identity_model, random_image, write_raster
+from factories import (PREVIOUS, base_card, conv_model, identity_model, leftovers, previous_output, random_image,
+                       write_raster)
 from skyclear.plugin.core import atomic, jobs
 from skyclear.plugin.core.errors import Cancelled, InputError, OutputError
 from skyclear.plugin.core.evaluation import evaluate_restoration, write_csv
 
-PREVIOUS = b"the user's previous result, which must survive a failed run"
-
-
-def leftovers(folder) -> list:
-    """SkyClear temporary files (and anything hidden) left in ``folder``."""
-    return sorted(n for n in os.listdir(folder) if n.startswith(".") or ".part" in n)
-
-
-def previous_output(path) -> Path:
-    Path(path).write_bytes(PREVIOUS)
-    return Path(path)
 
 
 def assert_untouched(path):

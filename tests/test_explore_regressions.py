@@ -3,34 +3,23 @@ each case asserts a clear error naming the file and the problem, no partial or t
 file left behind, and a previous output at the target path untouched."""
 import json
 import logging
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from rasterio.transform import from_origin
 
-from factories import base_card, conv_model, identity_model, random_image, write_raster
+from factories import (PREVIOUS, base_card, conv_model, identity_model, leftovers, previous_output, random_image,
+                       write_raster)
 from skyclear.plugin.core import jobs
 from skyclear.plugin.core.errors import InputError, ModelCardError
 from skyclear.plugin.core.model_card import METADATA_KEY, read_card, write_card
 from skyclear.plugin.core.tools import S1_BANDS, S2_BANDS
 from skyclear.plugin.core.zoo import default_model
 
-PREVIOUS = b"the user's previous result, which must survive a failed run"
-
-
-def leftovers(folder) -> list:
-    return sorted(n for n in os.listdir(folder) if n.startswith(".") or ".part" in n)
-
-
-def previous_output(path) -> Path:
-    Path(path).write_bytes(PREVIOUS)
-    return Path(path)
 
 
 def s2_scene(path, size=64, dtype="uint16", high=4000, nodata=None, seed=0):

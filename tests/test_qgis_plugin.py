@@ -53,19 +53,6 @@ def test_plugin_without_iface_registers_processing_only(qgis_app):
         plugin.unload()
 
 
-@pytest.fixture()
-def provider(qgis_app, qgis_processing):
-    from qgis.core import QgsApplication
-
-    from skyclear.plugin.processing.provider import SkyClearProvider
-
-    registry = QgsApplication.processingRegistry()
-    prov = SkyClearProvider()
-    registry.addProvider(prov)
-    yield prov
-    registry.removeProvider(prov)
-
-
 def test_processing_run_model_in_process(provider, tmp_path):
     import processing
     from qgis.core import QgsProcessingException

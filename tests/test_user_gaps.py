@@ -27,19 +27,6 @@ def _scene(data_dir):
 # 1. CLOUD_PROBABILITY is optional: empty = <OUTPUT stem>_cloud_probability.tif (the registry's default)
 
 
-@pytest.fixture()
-def provider(qgis_app, qgis_processing):
-    from qgis.core import QgsApplication
-
-    from skyclear.plugin.processing.provider import SkyClearProvider
-
-    registry = QgsApplication.processingRegistry()
-    prov = SkyClearProvider()
-    registry.addProvider(prov)
-    yield prov
-    registry.removeProvider(prov)
-
-
 @pytest.mark.slow
 def test_qgis_process_writes_the_cloud_probability_beside_output_when_not_given(tmp_path, data_dir):
     wrapper = Path(sys.prefix) / "bin" / "skyclear-process"
