@@ -43,16 +43,23 @@ def small_disk(tmp_path):
 # 1. disk full
 
 
+def fill_up(disk, leave: int = 150 * 1024) -> None:
+    """Leave ``leave`` bytes free: a smooth result compresses well enough to fit in 1 MiB."""
+    st = os.statvfs(disk)
+    (disk / "filler").write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
+
+
 def test_disk_full_fails_and_keeps_the_previous_output(small_disk, data_dir):
     triplet = data_dir / "sen12mscr" / "oriolac_5278"
     out = previous_output(small_disk / "clear.tif")
+    fill_up(small_disk)
     with pytest.raises(OutputError, match=r"clear.tif|cloud_probability.tif") as err:
         jobs.remove_clouds_sar(optical=str(triplet / "s2_cloudy.tif"), sar=str(triplet / "s1.tif"),
                                output=str(out), device="cpu")
     assert "nothing was written" in str(err.value)
     assert_untouched(out)
     assert leftovers(small_disk) == []
-    assert sorted(os.listdir(small_disk)) == ["clear.tif"]
+    assert sorted(os.listdir(small_disk)) == ["clear.tif", "filler"]
 
 
 def test_disk_full_csv(small_disk):
@@ -72,8 +79,7 @@ def test_disk_full_csv(small_disk):
 def test_disk_full_through_qgis_process(small_disk, data_dir):
     triplet = data_dir / "sen12mscr" / "oriolac_5278"
     out = previous_output(small_disk / "clear.tif")
-    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
-    (small_disk / "filler").write_bytes(b"\0" * max(0, free - 150 * 1024))   # a smooth result would fit in 1 MiB
+    fill_up(small_disk)
     proc = qgis_process("skyclear:remove_clouds_sar", OPTICAL=triplet / "s2_cloudy.tif", SAR=triplet / "s1.tif",
                         OUTPUT=out)
     assert proc.returncode != 0, proc.stdout[-3000:] + proc.stderr[-3000:]
