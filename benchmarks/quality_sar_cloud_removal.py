@@ -11,7 +11,7 @@ uint16 DN like the plugin does, after the tool's default snow test). Metrics (``
 reflectance = clip(DN, 0, 10000) / 10000: PSNR (data range 1), SSIM (11x11 Gaussian,
 sigma 1.5), SAM (degrees), MAE; averaged over samples; over all pixels and over the cloudy
 pixels (cloud_mask == 1) only. Then "do no harm": every model on clear scenes that no training run
-sees (``CLEAR_SCENES``), scored against their own input.
+sees (``cv.DEFAULT_CLEAR_SCENES``), scored against their own input.
 
 ``--train-ablations STEPS`` trains, with the small preset shortened to STEPS steps, four
 runs with identical data/seed/budget: the full IB-HFN and the three ablations (no
@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from skyclear.models.ibhfn import splits
-from skyclear.models.ibhfn.cv import as_the_tool_writes
+from skyclear.models.ibhfn.cv import DEFAULT_CLEAR_SCENES, as_the_tool_writes
 from skyclear.models.ibhfn.data import S1_BANDS, find_samples, preprocess, read_tif
 from skyclear.models.ibhfn.evaluate import hf_anisotropy, sar_edge_correlation
 from skyclear.plugin.core.engine import postprocess, to_network
@@ -50,8 +50,6 @@ from skyclear.plugin.core.pipelines.sar_cloud_removal import (SarCloudRemovalPro
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / ".." / "shared" / "data" / "sen12mscr"
-# kept out of every training run (cv.py reserves them too): a snowy winter BigEarthNet patch
-CLEAR_SCENES = ("bigearthnet/57_38",)
 ABLATIONS = {
     "ibhfn (same short budget)": [],
     "no bottleneck (concat fusion)": ["model.bottleneck=false"],
@@ -129,7 +127,7 @@ def evaluate(models, data_dir, keep_clear_threshold=0.5):
     return ids, rows
 
 
-def clear_scene_rows(models, data_dir, scenes=CLEAR_SCENES):
+def clear_scene_rows(models, data_dir, scenes=DEFAULT_CLEAR_SCENES):
     """Do no harm: each model on clear scenes kept out of every training run (input = the clear
     image, so any change is harm); PSNR/SAM of the output against its input, raw and as written."""
     from skyclear.models.ibhfn.sources import l2a_to_l1c
