@@ -99,11 +99,6 @@ def _pixel_offset(ds, grid: Grid) -> Optional[tuple]:
     return row, col
 
 
-def _holds(dtype, value: float) -> bool:
-    info = np.iinfo(dtype)
-    return info.min <= value <= info.max
-
-
 def boxes_overlap(a, b) -> bool:
     """Whether two (xmin, ymin, xmax, ymax) boxes share any area."""
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
@@ -269,12 +264,12 @@ class RasterSource:
             valid = np.zeros(raw.shape[1:], bool)
             for band, values in zip(self.bands, raw):
                 nodata = self._reader.nodatavals[band - 1]
+                limits = _dtype_range(values.dtype)
                 if nodata is None:
                     valid[:] = True
                 elif np.isnan(nodata):
                     valid |= ~np.isnan(values)
-                elif np.issubdtype(values.dtype, np.integer) and not (
-                        float(nodata).is_integer() and _holds(values.dtype, nodata)):
+                elif limits and not (float(nodata).is_integer() and limits[0] <= nodata <= limits[1]):
                     valid[:] = True    # a nodata value the band cannot hold matches nothing
                 else:
                     valid |= values != np.asarray(nodata).astype(values.dtype)
