@@ -16,6 +16,8 @@
 #   --reference-out  where E_RUN is exported so the pair matches (default: de_reference_rice.onnx
 #            next to --zoo); "-" = keep the E already there (it must be E_RUN's export)
 #   --data   training folders (default ../shared/data/rice1,../shared/data/rice2)
+#   --cnp-config  the CNP stage's config instead of models/configs/de-cnp-<cpu|gpu>.json
+#            (e.g. models/configs/de-cnp-long.json: 10 000 steps, ~80 min on one thread)
 # Environment: PYTHON (default .venv/bin/python); TRAIN_DE_SET="key=json ..." adds --set overrides to
 # every stage and SELECT_ARGS="..." options to select_sampler (smoke runs: TRAIN_DE_SET="steps=3").
 #
@@ -42,7 +44,7 @@ cd "$repo"
 python=${PYTHON:-$repo/.venv/bin/python}
 [ $# -ge 2 ] || { sed -n '2,18p' "$0"; exit 2; }
 e_run=$(cd "$1" && pwd); out=$2; shift 2
-profile=cpu joint=0 zoo=models/zoo/de_step_rice.onnx data=../shared/data/rice1,../shared/data/rice2 ref_out=""
+profile=cpu joint=0 zoo=models/zoo/de_step_rice.onnx data=../shared/data/rice1,../shared/data/rice2 ref_out="" cnp_config=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --gpu) profile=gpu ;;
@@ -50,6 +52,7 @@ while [ $# -gt 0 ]; do
     --zoo) zoo=$2; shift ;;
     --reference-out) ref_out=$2; shift ;;
     --data) data=$2; shift ;;
+    --cnp-config) cnp_config=$2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -71,9 +74,10 @@ if [ "$profile" = gpu ]; then
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 stage() {  # stage KIND RUN_FOLDER [--set ...]
-  local kind=$1 run=$2; shift 2
-  echo "=== $(date -u +%H:%M:%S) $kind -> $run ($profile)"
-  "$python" -u -m skyclear.models.train "$kind" --config "models/configs/$kind-$profile.json" --data "$data" \
+  local kind=$1 run=$2 config=models/configs/$1-$profile.json; shift 2
+  [ "$kind" = de-cnp ] && [ -n "$cnp_config" ] && config=$cnp_config
+  echo "=== $(date -u +%H:%M:%S) $kind -> $run ($config)"
+  "$python" -u -m skyclear.models.train "$kind" --config "$config" --data "$data" \
     --out "$run" --device "$device" "$@" "${extra_sets[@]}"
 }
 extra_sets=()

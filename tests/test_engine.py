@@ -119,6 +119,52 @@ def test_nodata_stays_nodata(tmp_path):
     assert out[0, 60, 60] == 10 and out[1, 60, 60] == min(255, img[1, 60, 60] + 10)
 
 
+def test_tiles_without_data_skip_the_model_and_change_nothing(tmp_path):
+    """Tiles with nodata in every pixel (a Sentinel-2 swath edge) are not sent to the model; the rest
+    of their batch is, and every written pixel still gets its own tiles' results."""
+    img = random_image((3, 96, 224), "uint8", seed=7)
+    rows, cols = np.mgrid[:96, :224]
+    img[:, cols < 120 + rows // 4] = 0   # slanted edge
+    hole = (img == 0).all(axis=0)
+    src = write_raster(str(tmp_path / "in.tif"), img, nodata=0)
+    calls = []
+
+    def run(model, out, batch):
+        session, card, _ = load_model(model, "cpu")
+
+        class Counting(OnnxProcessor):
+            def __call__(self, inputs, origins):
+                calls.append(list(origins))
+                return super().__call__(inputs, origins)
+
+        sources = open_sources(card, {"optical": src})
+        try:
+            return run_tiled(card, sources, Counting(session, card), {"restored": str(tmp_path / out)},
+                             32, 8, batch_size=batch)
+        finally:
+            for s in sources.values():
+                s.close()
+
+    # pointwise model: each valid pixel's exact value shows it got its own tiles' results
+    report = run(affine_model(str(tmp_path / "aff.onnx"), [1, 1, 1], [10 / 255] * 3), "aff.tif", 3)
+    sent = [o for origins in calls for o in origins]
+    assert report.tiles_skipped > 0 and len(sent) + report.tiles_skipped == report.tiles
+    assert all(not hole[y:y + 32, x:x + 32].all() for y, x in sent)
+    assert any(len(o) < 3 for o in calls[:-1])  # some batches went to the model with their empty tiles left out
+    out, _, _ = read(str(tmp_path / "aff.tif"))
+    np.testing.assert_array_equal(out[:, ~hole], np.clip(img.astype(int) + 10, 0, 255)[:, ~hole])
+    with rasterio.open(tmp_path / "aff.tif") as ds:
+        assert (ds.dataset_mask()[hole] == 0).all()
+    # a conv blends neighbouring tiles: the same pixels whichever tiles share a batch
+    conv = conv_model(str(tmp_path / "conv.onnx"), 3, 3, out_dtype="float32")
+    run(conv, "one.tif", 1)
+    run(conv, "three.tif", 3)
+    a, profile, _ = read(str(tmp_path / "one.tif"))
+    b, _, _ = read(str(tmp_path / "three.tif"))
+    assert np.isnan(profile["nodata"]) and np.isnan(a[:, hole]).all() and not np.isnan(a[:, ~hole]).any()
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
 def test_sar_in_other_crs_and_resolution_lands_on_the_right_pixels(tmp_path):
     """SAR in EPSG:4326 at a coarser pixel: a linear field f(lon, lat) must be read back at each
     optical pixel's own lon/lat."""

@@ -61,6 +61,7 @@ class RunReport:
     seconds: float
     processor_seconds: float
     valid_fraction: float
+    tiles_skipped: int = 0  # nodata in every pixel of the tile: not sent to the model
 
 
 # ---------------------------------------------------------------------------------------
@@ -304,7 +305,8 @@ def run_tiled(card: ModelCard, sources: Dict[str, RasterSource], processor: Tile
         raise
     return RunReport(outputs=written, provider=provider, tile_size=tile, overlap=ov, tiles=len(grid),
                      seconds=time.time() - started, processor_seconds=stats["processor_seconds"],
-                     valid_fraction=stats["valid"] / max(1, out_grid.height * grid.width))
+                     valid_fraction=stats["valid"] / max(1, out_grid.height * grid.width),
+                     tiles_skipped=stats["skipped"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -404,7 +406,7 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
     warm = max(0, first - -(-O // S))
     batches = [b for b in _batches(grid, batch_size) if b[-1][0] >= warm and b[0][0] < stop]
     total = (stop - first) * grid.cols
-    done, processor_seconds, valid_pixels = 0, 0.0, 0
+    done, processor_seconds, valid_pixels, skipped = 0, 0.0, 0, 0
     with_data: Dict[str, bool] = {}
 
     def load(tiles):
@@ -423,14 +425,19 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
             tiles = upcoming.result()
             if k + 1 < len(batches):
                 upcoming = io.submit(load, batches[k + 1])
-            batch = {spec.name: np.stack([t[0][spec.name] for t in tiles]).astype(np.float32, copy=False)
-                     for spec in card.inputs}
-            if progress and hasattr(processor, "report_within_batch"):  # e.g. per diffusion step
-                processor.report_within_batch = functools.partial(
-                    _progress_within_batch, progress, done, len(positions), total)
-            tick = time.time()
-            result = processor(batch, [(r * S, c * S) for r, c in positions])
-            processor_seconds += time.time() - tick
+            # a tile with nodata in every pixel (overlaps included) is written as nodata: no model call
+            with_pixels = [i for i, t in enumerate(tiles) if t[1].any()]
+            result_row = {i: k for k, i in enumerate(with_pixels)}
+            skipped += len(positions) - len(with_pixels)
+            if with_pixels:
+                batch = {spec.name: np.stack([tiles[i][0][spec.name] for i in with_pixels]).astype(np.float32, copy=False)
+                         for spec in card.inputs}
+                if progress and hasattr(processor, "report_within_batch"):  # e.g. per diffusion step
+                    processor.report_within_batch = functools.partial(
+                        _progress_within_batch, progress, done, len(positions), total)
+                tick = time.time()
+                result = processor(batch, [(positions[i][0] * S, positions[i][1] * S) for i in with_pixels])
+                processor_seconds += time.time() - tick
             for i, (r, c) in enumerate(positions):
                 y0, x0 = r * S, c * S
                 height = grid.finished_span(r, grid.rows, grid.height)[1] - y0
@@ -439,7 +446,9 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
                     right_w = np.zeros((T, O), np.float32)
                 span = grid.finished_span(c, grid.cols, W)[1] - x0
                 weights = tile_weights(grid, r, c)
-                acc = {n: np.asarray(result[n][i], np.float32) * weights for n in writers}
+                row = result_row.get(i)
+                acc = {n: (np.asarray(result[n][row], np.float32) * weights if row is not None
+                           else np.zeros((ch, T, T), np.float32)) for n, ch in channels.items()}
                 wsum = weights.copy()
                 # add the previous tile's right overlap and the previous row's bottom overlap
                 if c > 0 and O:
@@ -473,7 +482,8 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
                 progress(done / total, f"tile {done}/{total}")
         for pending in writes:
             pending.result()
-    return {"processor_seconds": processor_seconds, "valid": valid_pixels, "with_data": with_data}
+    return {"processor_seconds": processor_seconds, "valid": valid_pixels, "with_data": with_data,
+            "skipped": skipped}
 
 
 def _progress_within_batch(progress: Progress, done: int, count: int, total: int, fraction: float) -> None:
