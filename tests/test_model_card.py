@@ -8,7 +8,7 @@ import pytest
 
 from factories import base_card, identity_model
 from skyclear.plugin.core.errors import ModelCardError
-from skyclear.plugin.core.model_card import parse_card, read_card
+from skyclear.plugin.core.model_card import onnx_metadata, parse_card, read_card
 
 
 def test_round_trip(tmp_path):
@@ -55,6 +55,34 @@ def test_missing_card_and_bad_file(tmp_path):
     junk.write_bytes(b"not a model")
     with pytest.raises(ModelCardError, match="not a readable ONNX model"):
         read_card(str(junk))
+
+
+def test_metadata_read_without_a_session_matches_onnxruntime(tmp_path):
+    """The zoo lists cards from the file's metadata alone (no session per model): the same entries
+    onnxruntime sees, and the same clear errors for a file that is not a model."""
+    import onnx
+    import onnxruntime as ort
+
+    from skyclear.plugin.core.zoo import bundled_models
+
+    path = identity_model(str(tmp_path / "m.onnx"), 3)
+    model = onnx.load(path)
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, "note": "é" * 300})
+    onnx.save(model, path)
+    paths = [path] + [p for p, _ in bundled_models()]
+    assert len(paths) > 1
+    for p in paths:
+        assert onnx_metadata(p) == ort.InferenceSession(p, providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+        assert read_card(p, check_graph=False) == read_card(p)
+    data = open(path, "rb").read()
+    for name, content in (("cut.onnx", data[:-40]), ("junk.onnx", b"not a model")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ModelCardError, match="not a readable ONNX model"):
+            read_card(str(tmp_path / name), check_graph=False)
+    del model.metadata_props[:]
+    onnx.save(model, path)
+    with pytest.raises(ModelCardError, match="no SkyClear model card"):
+        read_card(path, check_graph=False)
 
 
 def test_card_cli(tmp_path):

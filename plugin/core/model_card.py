@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -240,10 +241,18 @@ def parse_card(card: Any) -> ModelCard:
 # reading and writing ONNX files
 
 
-def read_card(path: str) -> ModelCard:
-    """Read and validate the card of an ONNX file (needs only onnxruntime)."""
+def read_card(path: str, check_graph: bool = True) -> ModelCard:
+    """Read and validate the card of an ONNX file (needs only onnxruntime). ``check_graph=False``
+    reads the metadata straight from the file without building an inference session (milliseconds
+    instead of ~0.15 s per model; for listing files already checked, such as the bundled ones)."""
     if not os.path.isfile(path):
         raise ModelCardError(f"model file not found: {path}")
+    if not check_graph:
+        try:
+            meta = onnx_metadata(path)
+        except (OSError, ValueError) as exc:
+            raise ModelCardError(f"{path} is not a readable ONNX model: {exc}") from exc
+        return _card_from_metadata(meta, path)
     try:
         import onnxruntime as ort
     except ImportError as exc:  # pragma: no cover - install problem
@@ -258,7 +267,12 @@ def read_card(path: str) -> ModelCard:
 
 
 def card_from_session(session, path: str = "model") -> ModelCard:
-    meta = session.get_modelmeta().custom_metadata_map
+    card = _card_from_metadata(session.get_modelmeta().custom_metadata_map, path)
+    _check_against_graph(card, session, path)
+    return card
+
+
+def _card_from_metadata(meta: Dict[str, str], path: str) -> ModelCard:
     if METADATA_KEY not in meta:
         raise ModelCardError(
             f"{path} has no SkyClear model card (metadata key '{METADATA_KEY}'). "
@@ -268,13 +282,65 @@ def card_from_session(session, path: str = "model") -> ModelCard:
     except json.JSONDecodeError as exc:
         raise ModelCardError(f"{path}: model card is not valid JSON ({exc})") from exc
     try:
-        card = parse_card(card_dict)
+        return parse_card(card_dict)
     except ModelCardError as exc:
         if path in str(exc):
             raise
         raise ModelCardError(f"{path}: {exc}") from exc
-    _check_against_graph(card, session, path)
-    return card
+
+
+def onnx_metadata(path: str) -> Dict[str, str]:
+    """``ModelProto.metadata_props`` (field 14) read from the protobuf wire format, seeking past
+    the graph and its weights. Raises ``ValueError`` for a file that is not such a message."""
+    size = os.path.getsize(path)
+    props: Dict[str, str] = {}
+    with open(path, "rb") as f:
+        while f.tell() < size:
+            field_number, wire = divmod(_varint(f), 8)
+            if wire == 0:
+                _varint(f)
+            elif wire in (1, 5):
+                f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+            elif wire == 2:
+                length = _varint(f)
+                if f.tell() + length > size:
+                    raise ValueError("truncated file")
+                if field_number == 14:
+                    entry = _string_fields(f.read(length))
+                    props[entry.get(1, "")] = entry.get(2, "")
+                else:
+                    f.seek(length, os.SEEK_CUR)
+            else:
+                raise ValueError(f"unexpected protobuf wire type {wire}")
+        if f.tell() != size:
+            raise ValueError("truncated file")
+    return props
+
+
+def _varint(f) -> int:
+    value, shift = 0, 0
+    while True:
+        byte = f.read(1)
+        if not byte:
+            raise ValueError("truncated file")
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+        shift += 7
+        if shift > 63:
+            raise ValueError("malformed varint")
+
+
+def _string_fields(message: bytes) -> Dict[int, str]:
+    """The length-delimited fields of a small message (StringStringEntryProto: 1 key, 2 value)."""
+    f, fields = io.BytesIO(message), {}
+    while f.tell() < len(message):
+        field_number, wire = divmod(_varint(f), 8)
+        if wire != 2:
+            raise ValueError("metadata entry is not a key/value pair")
+        length = _varint(f)
+        fields[field_number] = f.read(length).decode("utf-8")
+    return fields
 
 
 def _check_against_graph(card: ModelCard, session, path: str) -> None:
