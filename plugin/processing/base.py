@@ -186,6 +186,8 @@ class SkyClearAlgorithm(QgsProcessingAlgorithm):
     def report(feedback, report):
         feedback.pushInfo(f"execution provider: {report.provider}; {report.tiles} tiles of "
                           f"{report.tile_size}px, overlap {report.overlap}px; {report.seconds:.1f} s")
+        if report.tiles_skipped:
+            feedback.pushInfo(f"{report.tiles_skipped} tiles hold only nodata: written as nodata without the model")
         if report.provider == "CPUExecutionProvider":
             from ..core.runtime import gpu_status
 
