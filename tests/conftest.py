@@ -31,3 +31,22 @@ def provider(qgis_app, qgis_processing):
     registry.addProvider(prov)
     yield prov
     registry.removeProvider(prov)
+
+
+@pytest.fixture()
+def recording_feedback(qgis_app):
+    """A Processing feedback that keeps what an algorithm logs (``infos``, ``warnings``)."""
+    from qgis.core import QgsProcessingFeedback
+
+    class RecordingFeedback(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.infos, self.warnings = [], []
+
+        def pushInfo(self, text):  # noqa: N802
+            self.infos.append(text)
+
+        def pushWarning(self, text):  # noqa: N802
+            self.warnings.append(text)
+
+    return RecordingFeedback()

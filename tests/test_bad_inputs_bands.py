@@ -194,32 +194,16 @@ def test_partly_out_of_range_warns_and_runs(tmp_path, caplog):
         bands.parse_scale("bright")
 
 
-def test_processing_feedback_gets_the_value_range_warning(qgis_app, qgis_processing, tmp_path):
+def test_processing_feedback_gets_the_value_range_warning(provider, tmp_path, recording_feedback):
     import processing
-    from qgis.core import QgsApplication, QgsProcessingFeedback
-
-    from skyclear.plugin.processing.provider import SkyClearProvider
-
-    class Recorder(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.warnings = []
-
-        def pushWarning(self, text):  # noqa: N802
-            self.warnings.append(text)
 
     rng = np.random.default_rng(1)
     data = np.where(rng.random((3, 64, 64)) < 0.7, 400, 100).astype(np.uint16)  # 70 % above 255
     src = write_raster(str(tmp_path / "in.tif"), data, descriptions=RGB)
     model = rgb_model(tmp_path / "rgb8.onnx")
-    provider = SkyClearProvider()
-    QgsApplication.processingRegistry().addProvider(provider)
-    feedback = Recorder()
-    try:
-        processing.run("skyclear:run_model", {"MODEL": model, "OPTICAL": src, "OUTPUT": str(tmp_path / "o.tif")},
-                       feedback=feedback)
-    finally:
-        QgsApplication.processingRegistry().removeProvider(provider)
+    feedback = recording_feedback
+    processing.run("skyclear:run_model", {"MODEL": model, "OPTICAL": src, "OUTPUT": str(tmp_path / "o.tif")},
+                   feedback=feedback)
     assert any("70 % of the sampled values lie outside" in w and "SCALE=auto" in w for w in feedback.warnings)
 
 

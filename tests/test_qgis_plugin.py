@@ -73,22 +73,13 @@ def test_processing_run_model_in_process(provider, tmp_path):
     assert not (tmp_path / "bad.tif").exists()
 
 
-def test_processing_log_says_which_tiles_skipped_the_model(provider, tmp_path):
+def test_processing_log_says_which_tiles_skipped_the_model(provider, tmp_path, recording_feedback):
     import processing
-    from qgis.core import QgsProcessingFeedback
-
-    class Recorder(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.infos = []
-
-        def pushInfo(self, text):  # noqa: N802
-            self.infos.append(text)
 
     img = random_image((3, 90, 70), "uint8", low=1)
     img[:, :50] = 0  # a nodata band across the top: the first tile row holds no data
     src = write_raster(str(tmp_path / "in.tif"), img, nodata=0)
-    feedback = Recorder()
+    feedback = recording_feedback
     result = processing.run("skyclear:run_model", {
         "MODEL": identity_model(str(tmp_path / "id.onnx"), 3), "OPTICAL": src, "TILE_SIZE": 32, "OVERLAP": 8,
         "OUTPUT": str(tmp_path / "out.tif")}, feedback=feedback)
