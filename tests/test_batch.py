@@ -106,7 +106,8 @@ def leftovers(folder: Path):
     (48, 0, 2, "uint8"),      # no overlap at all
 ])
 def test_row_bands_stack_to_the_whole_scene(tmp_path, tile, overlap, parts, out_dtype):
-    """The engine's tile_rows + the assembler, on a synthetic scene with a nodata collar."""
+    """The engine's tile_rows + the assembler, on a synthetic scene with a nodata collar (wide enough
+    at the top for whole tiles of nodata, which skip the model)."""
     from factories import conv_model, random_image, write_raster
     from skyclear.batch.plan import split_bands
     from skyclear.batch.tasks import engine_env, stack_parts
@@ -114,7 +115,7 @@ def test_row_bands_stack_to_the_whole_scene(tmp_path, tile, overlap, parts, out_
     from skyclear.plugin.core.tiling import TileGrid
 
     image = random_image((3, 300, 250), seed=1)
-    image[:, :20, :] = 0
+    image[:, :70, :] = 0
     image[:, :, -30:] = 0
     scene = write_raster(str(tmp_path / "scene.tif"), image, nodata=0)
     model = conv_model(str(tmp_path / "m.onnx"), 3, 3, clip=(0, 255), scale=255.0, out_dtype=out_dtype,
