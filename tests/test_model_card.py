@@ -72,7 +72,8 @@ def test_metadata_read_without_a_session_matches_onnxruntime(tmp_path):
     paths = [path] + [p for p, _ in bundled_models()]
     assert len(paths) > 1
     for p in paths:
-        assert onnx_metadata(p) == ort.InferenceSession(p, providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+        session = ort.InferenceSession(p, providers=["CPUExecutionProvider"])
+        assert onnx_metadata(p) == session.get_modelmeta().custom_metadata_map
         assert read_card(p, check_graph=False) == read_card(p)
     data = open(path, "rb").read()
     for name, content in (("cut.onnx", data[:-40]), ("junk.onnx", b"not a model")):

@@ -427,11 +427,11 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
                 upcoming = io.submit(load, batches[k + 1])
             # a tile with nodata in every pixel (overlaps included) is written as nodata: no model call
             with_pixels = [i for i, t in enumerate(tiles) if t[1].any()]
-            result_row = {i: k for k, i in enumerate(with_pixels)}
+            result_row = {tile: row for row, tile in enumerate(with_pixels)}
             skipped += len(positions) - len(with_pixels)
             if with_pixels:
-                batch = {spec.name: np.stack([tiles[i][0][spec.name] for i in with_pixels]).astype(np.float32, copy=False)
-                         for spec in card.inputs}
+                batch = {spec.name: np.stack([tiles[i][0][spec.name] for i in with_pixels]).astype(
+                    np.float32, copy=False) for spec in card.inputs}
                 if progress and hasattr(processor, "report_within_batch"):  # e.g. per diffusion step
                     processor.report_within_batch = functools.partial(
                         _progress_within_batch, progress, done, len(positions), total)
