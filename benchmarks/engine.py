@@ -180,7 +180,7 @@ def measure(case: str, model: str, scene: str, workdir: Path, compression: str =
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096, 10980])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1024, 2048, 4096, 10980])
     parser.add_argument("--naive-max", type=int, default=4096,
                         help="largest scene for the naive baseline (10980² would need ~20 GB)")
     parser.add_argument("--heavy-size", type=int, default=2048,
