@@ -7,6 +7,9 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))
+# QGIS computes statistics of every raster it loads and GDAL saves them as FILE.aux.xml beside it: run
+# as root (CI), that would write into ../shared/data. The tests, and the qgis_process they start, keep none.
+os.environ.setdefault("GDAL_PAM_ENABLED", "NO")
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / ".." / "shared" / "data"

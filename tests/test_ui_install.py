@@ -120,7 +120,7 @@ def test_readme_install_path_on_a_fresh_profile(tmp_path, data_dir):
     (profile / "QGIS" / "QGIS3.ini").write_text("[PythonPlugins]\nskyclear=true\n")
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), "QT_QPA_PLATFORM": "offscreen",
            "XDG_RUNTIME_DIR": str(tmp_path / "xdg"), "QGIS_CUSTOM_CONFIG_PATH": str(config),
-           "PYTHONPATH": str(site)}
+           "PYTHONPATH": str(site), "GDAL_PAM_ENABLED": "NO"}  # no .aux.xml beside the shared data (conftest)
     os.makedirs(env["XDG_RUNTIME_DIR"], mode=0o700)
     # the packages QGIS's Python sees are the ones just installed, and they work together
     probe = ("import json, rasterio, affine, numpy, onnxruntime, scipy, skimage; "
