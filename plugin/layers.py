@@ -5,14 +5,18 @@ import os
 from typing import Dict, List, Optional
 
 from qgis.core import (QgsColorRampShader, QgsContrastEnhancement, QgsMultiBandColorRenderer,
-                       QgsProcessingLayerPostProcessorInterface, QgsProject, QgsRaster, QgsRasterLayer, QgsRasterShader,
-                       QgsSingleBandGrayRenderer, QgsSingleBandPseudoColorRenderer)
+                       QgsProcessingLayerPostProcessorInterface, QgsProject, QgsRaster, QgsRasterBandStats,
+                       QgsRasterLayer, QgsRasterShader, QgsRectangle, QgsSingleBandGrayRenderer,
+                       QgsSingleBandPseudoColorRenderer)
 from qgis.PyQt.QtGui import QColor
 
 from .core import tools
 
 GROUP = "SkyClear"
 CUT = (0.02, 0.98)
+# pixels sampled for a layer's stretch and range: exact statistics read the whole band on the main thread
+# (2.7 s for one 10980² float band), and a rendering choice needs none
+SAMPLE = 250000
 PROBABILITY_WORDS = ("cloud", "prob", "clear", "mask", "uncertainty")
 
 
@@ -30,9 +34,9 @@ def classify(name: str, layer: QgsRasterLayer) -> str:
 
 
 def _stretched(provider, band: int, extent) -> QgsContrastEnhancement:
-    lo, hi = provider.cumulativeCut(band, CUT[0], CUT[1], extent, 250000)
+    lo, hi = provider.cumulativeCut(band, CUT[0], CUT[1], extent, SAMPLE)
     if not hi > lo:
-        stats = provider.bandStatistics(band)
+        stats = _range(provider, band, extent)
         lo, hi = stats.minimumValue, max(stats.maximumValue, stats.minimumValue + 1e-6)
     ce = QgsContrastEnhancement(provider.dataType(band))
     ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
@@ -41,10 +45,14 @@ def _stretched(provider, band: int, extent) -> QgsContrastEnhancement:
     return ce
 
 
+def _range(provider, band: int, extent) -> QgsRasterBandStats:
+    return provider.bandStatistics(band, QgsRasterBandStats.Min | QgsRasterBandStats.Max, extent, SAMPLE)
+
+
 def probability_renderer(layer: QgsRasterLayer) -> QgsSingleBandPseudoColorRenderer:
     """Transparent where the probability is low, through yellow to opaque red at the top."""
     provider = layer.dataProvider()
-    stats = provider.bandStatistics(1)
+    stats = _range(provider, 1, QgsRectangle())
     top = 1.0
     if stats.maximumValue > 1.0 + 1e-6:
         top = 100.0 if stats.maximumValue <= 100 else 255.0 if stats.maximumValue <= 255 else stats.maximumValue
