@@ -6,7 +6,7 @@ from typing import Dict, List, Optional
 
 from qgis.core import (QgsColorRampShader, QgsContrastEnhancement, QgsMultiBandColorRenderer,
                        QgsProcessingLayerPostProcessorInterface, QgsProject, QgsRaster, QgsRasterBandStats,
-                       QgsRasterLayer, QgsRasterShader, QgsRectangle, QgsSingleBandGrayRenderer,
+                       QgsRasterLayer, QgsRasterShader, QgsSingleBandGrayRenderer,
                        QgsSingleBandPseudoColorRenderer)
 from qgis.PyQt.QtGui import QColor
 
@@ -14,8 +14,8 @@ from .core import tools
 
 GROUP = "SkyClear"
 CUT = (0.02, 0.98)
-# pixels sampled for a layer's stretch and range: exact statistics read the whole band on the main thread
-# (2.7 s for one 10980² float band), and a rendering choice needs none
+# pixels sampled for a layer's stretch: exact statistics read the whole band on the main thread (2.7 s
+# for one 10980² float band), and a stretch needs none
 SAMPLE = 250000
 PROBABILITY_WORDS = ("cloud", "prob", "clear", "mask", "uncertainty")
 
@@ -36,7 +36,7 @@ def classify(name: str, layer: QgsRasterLayer) -> str:
 def _stretched(provider, band: int, extent) -> QgsContrastEnhancement:
     lo, hi = provider.cumulativeCut(band, CUT[0], CUT[1], extent, SAMPLE)
     if not hi > lo:
-        stats = _range(provider, band, extent)
+        stats = provider.bandStatistics(band, QgsRasterBandStats.Min | QgsRasterBandStats.Max, extent, SAMPLE)
         lo, hi = stats.minimumValue, max(stats.maximumValue, stats.minimumValue + 1e-6)
     ce = QgsContrastEnhancement(provider.dataType(band))
     ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
@@ -45,17 +45,28 @@ def _stretched(provider, band: int, extent) -> QgsContrastEnhancement:
     return ce
 
 
-def _range(provider, band: int, extent) -> QgsRasterBandStats:
-    return provider.bandStatistics(band, QgsRasterBandStats.Min | QgsRasterBandStats.Max, extent, SAMPLE)
+def _declared_top(path: str) -> Optional[float]:
+    """The upper end of the value range the engine wrote in a SkyClear output's tags, else None."""
+    from .core.errors import SkyClearError
+    from .core.raster_io import describe_raster
+
+    try:
+        text = describe_raster(path)["tags"].get("SKYCLEAR_VALUE_RANGE", "")
+        top = float(text.split(",")[1])
+    except (SkyClearError, IndexError, ValueError):
+        return None
+    return top if top > 0 else None
 
 
 def probability_renderer(layer: QgsRasterLayer) -> QgsSingleBandPseudoColorRenderer:
     """Transparent where the probability is low, through yellow to opaque red at the top."""
     provider = layer.dataProvider()
-    stats = _range(provider, 1, QgsRectangle())
-    top = 1.0
-    if stats.maximumValue > 1.0 + 1e-6:
-        top = 100.0 if stats.maximumValue <= 100 else 255.0 if stats.maximumValue <= 255 else stats.maximumValue
+    top = _declared_top(layer.source().split("|")[0])
+    if top is None:  # not a SkyClear output: the whole band's maximum (a sample can miss a small cloud)
+        stats = provider.bandStatistics(1)
+        top = 1.0
+        if stats.maximumValue > 1.0 + 1e-6:
+            top = 100.0 if stats.maximumValue <= 100 else 255.0 if stats.maximumValue <= 255 else stats.maximumValue
     items = [
         QgsColorRampShader.ColorRampItem(0.0, QColor(255, 255, 255, 0), "clear"),
         QgsColorRampShader.ColorRampItem(0.2 * top, QColor(255, 255, 178, 0), ""),

@@ -150,7 +150,8 @@ def test_non_finite_sar_is_nodata(tmp_path, data_dir):
 # 4. integer outputs: valid zeros stay zeros, nodata only when there is some
 
 
-def test_valid_zeros_are_kept_and_no_nodata_is_declared(tmp_path):
+def test_valid_zeros_are_kept_and_no_nodata_is_declared(tmp_path, monkeypatch):
+    monkeypatch.setenv("GDAL_PAM_ENABLED", "YES")  # as users have it (conftest turns it off): no .aux.xml either
     img = random_image((3, 40, 40), "uint16", seed=3, low=0, high=5)
     assert (img == 0).any()
     src = write_raster(str(tmp_path / "in.tif"), img)

@@ -95,6 +95,7 @@ def test_output_georeference_and_provenance(tmp_path):
     assert profile["tiled"] and profile["compress"] == "deflate"
     assert tags["SKYCLEAR_MODEL"] == "test-model" and tags["SKYCLEAR_PROVIDER"] == "CPUExecutionProvider"
     assert len(tags["SKYCLEAR_CARD_SHA256"]) == 64 and report.provider == "CPUExecutionProvider"
+    assert tags["SKYCLEAR_VALUE_RANGE"] == "0,255"  # the card's clip: what the QGIS styling trusts
     with rasterio.open(str(tmp_path / "o.tif")) as ds:
         assert ds.descriptions == ("B1", "B2", "B3")
 

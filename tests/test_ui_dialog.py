@@ -22,7 +22,7 @@ from skyclear.plugin.core.model_card import band
 from skyclear.ui import logic
 from skyclear.ui.main_dialog import SkyClearDialog
 
-from factories import base_card, conv_model, save_model
+from factories import base_card, conv_model, save_model, write_raster
 
 DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 S2 = os.path.join(DATA, "ssl4eo", "0000200", "s2l1c_20200823.tif")       # 13 bands, uint16, EPSG:4326
@@ -571,3 +571,20 @@ def test_screenshots_of_each_task(dialog, tmp_path):
         assert dialog.grab().save(path)
         _not_blank(path)
     assert len(os.listdir(folder)) == len(TASK_KEYS)
+
+
+def test_probability_layer_top_is_not_fooled_by_a_sample(qgis_app, tmp_path):
+    """A 0-100 % map whose only cloud is too small for the styling's sample: the top of the colour
+    ramp comes from the range the engine declares, else from the whole band."""
+    import rasterio
+
+    from skyclear.plugin.layers import probability_renderer
+
+    data = np.ones((1, 2000, 2000), np.float32)   # 1 % almost everywhere
+    data[0, 100:140, 100:140] = 95
+    tagged = write_raster(str(tmp_path / "a_cloud_probability.tif"), data)
+    with rasterio.open(tagged, "r+") as ds:
+        ds.update_tags(SKYCLEAR_VALUE_RANGE="0,255")  # declared (a 0-255 model whose clouds were at most 95)
+    untagged = write_raster(str(tmp_path / "b_cloud_probability.tif"), data)
+    for path, top in ((tagged, 255), (untagged, 100)):
+        assert probability_renderer(QgsRasterLayer(path, "p")).classificationMax() == top, path

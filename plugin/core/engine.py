@@ -215,6 +215,16 @@ def _output_nodata(spec: TensorSpec, dtype: str, optical: RasterSource) -> Optio
     return None
 
 
+def _value_range_tag(spec: TensorSpec) -> Dict[str, str]:
+    """SKYCLEAR_VALUE_RANGE="low,high" when every band of an output is clipped to one range: how QGIS
+    styling tells a 0-1 probability from a 0-100 one without reading the whole band."""
+    clips = {tuple(b.clip) if b.clip else None for b in spec.bands}
+    if len(clips) != 1 or None in clips:
+        return {}
+    low, high = clips.pop()
+    return {"SKYCLEAR_VALUE_RANGE": f"{low:g},{high:g}"}
+
+
 def resolve_tiling(card: ModelCard, tile_size: Optional[int] = None, overlap: Optional[int] = None) -> Tuple[int, int]:
     """(tile, overlap) a run uses: the card's defaults for None; raises ``InputError`` for a
     tile that is not a multiple of the card's, or an overlap not smaller than the tile."""
@@ -282,8 +292,8 @@ def run_tiled(card: ModelCard, sources: Dict[str, RasterSource], processor: Tile
             spec = card.output(name)
             dtype = spec.dtype or optical.dtype
             nodata = _output_nodata(spec, dtype, optical)
-            writer = GeoTiffWriter(path, out_grid, len(spec.bands), dtype, nodata,
-                                   spec.band_names, dict(tags, SKYCLEAR_OUTPUT=name), block,
+            writer = GeoTiffWriter(path, out_grid, len(spec.bands), dtype, nodata, spec.band_names,
+                                   dict(tags, SKYCLEAR_OUTPUT=name, **_value_range_tag(spec)), block,
                                    use_mask=nodata is None, compression=compression)
             writers[name] = _Output(spec, writer, dtype, nodata)
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_TIFF_INTERNAL_MASK=True, GDAL_NUM_THREADS=gdal_threads()):
@@ -382,7 +392,8 @@ def _read_tile(sources: Dict[str, RasterSource], card: ModelCard, grid: TileGrid
 
 def _batches(grid: TileGrid, batch_size: int, first: int = 0, stop: Optional[int] = None):
     """[(row, col), ...] per batch, in row-major order across tile rows: every batch but the
-    last has the same shape, so onnxruntime's memory arena is sized once and then reused."""
+    last has the same size (the model gets fewer tiles where some hold only nodata), so
+    onnxruntime's memory arena grows to one full batch once and is then reused."""
     tiles = [(r, c) for r in range(first, grid.rows if stop is None else stop) for c in range(grid.cols)]
     for i in range(0, len(tiles), batch_size):
         yield tiles[i:i + batch_size]

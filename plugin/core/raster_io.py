@@ -312,10 +312,10 @@ def subgrid(grid: Grid, extent) -> Grid:
 
 
 def describe_raster(path: str) -> Dict:
-    """Band count, dtype, descriptions, CRS: what band mapping and validation need."""
+    """Band count, dtype, descriptions, CRS, dataset tags: what band mapping, validation and styling need."""
     with _open(path, "raster") as ds:
         return {"count": ds.count, "dtype": ds.dtypes[0], "descriptions": list(ds.descriptions),
-                "crs": ds.crs, "width": ds.width, "height": ds.height, "nodata": ds.nodata}
+                "crs": ds.crs, "width": ds.width, "height": ds.height, "nodata": ds.nodata, "tags": ds.tags()}
 
 
 # ---------------------------------------------------------------------------------------

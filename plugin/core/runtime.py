@@ -46,9 +46,10 @@ def create_session(model_path: str, device: str = "auto", threads: Optional[int]
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    # The engine feeds batches of one shape (only the last batch of a run is smaller), so
-    # the CPU arena is sized by the first batch and then reused: memory stays flat without
-    # paying for an allocation per operator. SKYCLEAR_CPU_ARENA=0 turns it off.
+    # The engine feeds batches of at most one shape (smaller ones: the last batch of a run, and
+    # batches whose nodata-only tiles are left out), so the CPU arena grows to the full batch
+    # once and is then reused: memory stays flat without paying for an allocation per operator.
+    # SKYCLEAR_CPU_ARENA=0 turns it off.
     options.enable_cpu_mem_arena = os.environ.get("SKYCLEAR_CPU_ARENA", "1") != "0"
     if threads:
         options.intra_op_num_threads = int(threads)
