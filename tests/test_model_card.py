@@ -76,7 +76,8 @@ def test_metadata_read_without_a_session_matches_onnxruntime(tmp_path):
         assert onnx_metadata(p) == session.get_modelmeta().custom_metadata_map
         assert read_card(p, check_graph=False) == read_card(p)
     data = open(path, "rb").read()
-    for name, content in (("cut.onnx", data[:-40]), ("junk.onnx", b"not a model")):
+    for name, content in (("cut.onnx", data[:-40]), ("junk.onnx", b"not a model"), ("empty.onnx", b""),
+                          ("zeros.onnx", bytes(1000))):
         (tmp_path / name).write_bytes(content)
         with pytest.raises(ModelCardError, match="not a readable ONNX model"):
             read_card(str(tmp_path / name), check_graph=False)

@@ -294,9 +294,13 @@ def onnx_metadata(path: str) -> Dict[str, str]:
     the graph and its weights. Raises ``ValueError`` for a file that is not such a message."""
     size = os.path.getsize(path)
     props: Dict[str, str] = {}
+    has_graph = False
     with open(path, "rb") as f:
         while f.tell() < size:
             field_number, wire = divmod(_varint(f), 8)
+            if field_number == 0:
+                raise ValueError("not a protobuf message")
+            has_graph |= field_number == 7
             if wire == 0:
                 _varint(f)
             elif wire in (1, 5):
@@ -314,6 +318,8 @@ def onnx_metadata(path: str) -> Dict[str, str]:
                 raise ValueError(f"unexpected protobuf wire type {wire}")
         if f.tell() != size:
             raise ValueError("truncated file")
+    if not has_graph:
+        raise ValueError("no graph in the file")
     return props
 
 
@@ -339,7 +345,10 @@ def _string_fields(message: bytes) -> Dict[int, str]:
         if wire != 2:
             raise ValueError("metadata entry is not a key/value pair")
         length = _varint(f)
-        fields[field_number] = f.read(length).decode("utf-8")
+        data = f.read(length)
+        if len(data) != length:
+            raise ValueError("truncated metadata entry")
+        fields[field_number] = data.decode("utf-8")
     return fields
 
 
