@@ -439,7 +439,7 @@ def _stream(card, sources, processor, writers, grid: TileGrid, batch_size, progr
             # a tile with nodata in every pixel (overlaps included) is written as nodata: no model call
             with_pixels = [i for i, t in enumerate(tiles) if t[1].any()]
             result_row = {tile: row for row, tile in enumerate(with_pixels)}
-            skipped += len(positions) - len(with_pixels)
+            skipped += sum(1 for i, (r, _) in enumerate(positions) if i not in result_row and first <= r < stop)
             if with_pixels:
                 batch = {spec.name: np.stack([tiles[i][0][spec.name] for i in with_pixels]).astype(
                     np.float32, copy=False) for spec in card.inputs}
