@@ -49,7 +49,7 @@ from .splits import HELD_OUT, is_held_out
 from .unet import ConditionalNoisePredictor, StepNet, WeightAllocationNet
 
 # 2.0.0: E that removes clouds + the truncated, residual, E-conditioned diffusion stage (issue 11)
-CARD_VERSION = "2.0.0"
+CARD_VERSION = "2.1.0"
 
 DEFAULTS: Dict[str, Any] = {
     "bands": 3,
