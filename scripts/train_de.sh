@@ -3,6 +3,7 @@
 # sampler settings on the VALIDATION pairs -> export of the step graph. One background process.
 #
 #   scripts/train_de.sh E_RUN OUT_DIR [--gpu] [--joint] [--zoo FILE.onnx] [--reference-out FILE.onnx] [--data DIRS]
+#                       [--cnp-config FILE.json]
 #
 #   E_RUN    a finished de-reference run folder (its checkpoints/best.pt, chosen on validation, is used)
 #   OUT_DIR  parent of the stage run folders OUT_DIR/cnp, OUT_DIR/wa (, OUT_DIR/joint)
@@ -17,7 +18,7 @@
 #            next to --zoo); "-" = keep the E already there (it must be E_RUN's export)
 #   --data   training folders (default ../shared/data/rice1,../shared/data/rice2)
 #   --cnp-config  the CNP stage's config instead of models/configs/de-cnp-<cpu|gpu>.json
-#            (e.g. models/configs/de-cnp-long.json: 10 000 steps, ~80 min on one thread)
+#            (models/configs/de-cnp-long.json, the bundled 2.1.0 step graph's: 10 000 steps, 84 min on one thread)
 # Environment: PYTHON (default .venv/bin/python); TRAIN_DE_SET="key=json ..." adds --set overrides to
 # every stage and SELECT_ARGS="..." options to select_sampler (smoke runs: TRAIN_DE_SET="steps=3").
 #
@@ -42,7 +43,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 python=${PYTHON:-$repo/.venv/bin/python}
-[ $# -ge 2 ] || { sed -n '2,18p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,21p' "$0"; exit 2; }
 e_run=$(cd "$1" && pwd); out=$2; shift 2
 profile=cpu joint=0 zoo=models/zoo/de_step_rice.onnx data=../shared/data/rice1,../shared/data/rice2 ref_out="" cnp_config=""
 while [ $# -gt 0 ]; do
