@@ -11,7 +11,6 @@ import sys
 import tempfile
 
 import rasterio
-from skimage.metrics import peak_signal_noise_ratio
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -21,6 +20,7 @@ def main() -> None:
     parser.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "data", "thin_cloud"))
     args = parser.parse_args()
     from skyclear.plugin.core import jobs
+    from skyclear.plugin.core.metrics.restoration import psnr   # the quality benchmarks' PSNR
 
     pairs = sorted(glob.glob(os.path.join(args.data, "*_cloudy.tif")))
     if not pairs:
@@ -38,7 +38,7 @@ def main() -> None:
             scores = []
             for path in images:
                 with rasterio.open(path) as ds:
-                    scores.append(peak_signal_noise_ratio(clear, ds.read(), data_range=255))
+                    scores.append(psnr(ds.read(), clear, 255.0))
             name = os.path.basename(cloudy)[:-len("_cloudy.tif")]
             print(f"| {name} | " + " | ".join(f"{s:.2f}" for s in scores) + " |", flush=True)
 

@@ -47,11 +47,12 @@ def _stretched(provider, band: int, extent) -> QgsContrastEnhancement:
 
 def _declared_top(path: str) -> Optional[float]:
     """The upper end of the value range the engine wrote in a SkyClear output's tags, else None."""
+    from .core.engine import VALUE_RANGE_TAG
     from .core.errors import SkyClearError
     from .core.raster_io import describe_raster
 
     try:
-        text = describe_raster(path)["tags"].get("SKYCLEAR_VALUE_RANGE", "")
+        text = describe_raster(path)["tags"].get(VALUE_RANGE_TAG, "")
         top = float(text.split(",")[1])
     except (SkyClearError, IndexError, ValueError):
         return None

@@ -215,14 +215,17 @@ def _output_nodata(spec: TensorSpec, dtype: str, optical: RasterSource) -> Optio
     return None
 
 
+VALUE_RANGE_TAG = "SKYCLEAR_VALUE_RANGE"
+
+
 def _value_range_tag(spec: TensorSpec) -> Dict[str, str]:
-    """SKYCLEAR_VALUE_RANGE="low,high" when every band of an output is clipped to one range: how QGIS
+    """VALUE_RANGE_TAG="low,high" when every band of an output is clipped to one range: how QGIS
     styling tells a 0-1 probability from a 0-100 one without reading the whole band."""
     clips = {tuple(b.clip) if b.clip else None for b in spec.bands}
     if len(clips) != 1 or None in clips:
         return {}
     low, high = clips.pop()
-    return {"SKYCLEAR_VALUE_RANGE": f"{low:g},{high:g}"}
+    return {VALUE_RANGE_TAG: f"{low:g},{high:g}"}
 
 
 def resolve_tiling(card: ModelCard, tile_size: Optional[int] = None, overlap: Optional[int] = None) -> Tuple[int, int]:
