@@ -1,5 +1,5 @@
 """The optical tool outside its training data: PSNR (uint8, range 255) of the cloudy input, the
-reference network E and DE (the card's steps) against the clear image, on the thin-cloud pairs
+reference network E and DE (the card's steps and samples) against the clear image, on the thin-cloud pairs
 of ../shared/data/thin_cloud (not RICE), run as the tool runs them.
 
     python benchmarks/optical_outside_rice.py [--data ../shared/data/thin_cloud]

@@ -26,8 +26,9 @@
 #   de-cnp 2400 steps x ~0.57 s + ~35 s E cache  ~ 24 min   (models/configs/de-cnp-cpu.json)
 #   de-wa   220 steps x ~2.8 s  + ~40 s E cache  ~ 11 min   (models/configs/de-wa-cpu.json)
 #   de-joint 100 steps x ~3 s (--joint only)     ~  6 min   (models/configs/de-joint-cpu.json)
-#   select_sampler, 17 validation pairs, 12 settings ~ 4 min; exports + held-out benchmark ~ 3 min
-#   => ~42 min (~48 with --joint)
+#   select_sampler, 17 validation pairs: 2 t0 x 4 eta x 3 ways to spend 10 step calls (10, 5x2, 2x5)
+#   = 24 settings x ~70 s ~ 28 min; exports + held-out benchmark ~ 5 min
+#   => ~70 min (~76 with --joint)
 # Every stage caps itself with max_minutes and resumes from its run folder when started again, so
 # rerunning this script after an interruption continues where it stopped; a finished stage is
 # skipped (its checkpoint is at the configured step count). The choice is redone only when its
@@ -36,6 +37,7 @@
 # Run it in the background, one training at a time on the machine, e.g.
 #   nohup scripts/train_de.sh /work/runs/de-ref-long/run /work/runs/de-v2 > /work/runs/de-v2.log 2>&1 &
 # After the choice it exports E and the step graph, runs the held-out benchmark (E and DE at 5/10 steps
+# and the chosen steps x samples
 # on the 25 held-out pairs; tables in OUT_DIR/benchmark.md, summary in FINAL_RUN/heldout_metrics.json)
 # and exports the step graph again so its card carries those numbers.
 set -euo pipefail
@@ -93,9 +95,9 @@ if [ "$joint" = 1 ]; then
 fi
 
 if [ ! -f "$final/sampler_selection.json" ]; then
-  echo "=== $(date -u +%H:%M:%S) choosing eta / t_start on the validation pairs ($final)"
-  "$python" -u -m skyclear.models.diffusion.select_sampler "$final" --etas 0 0.2 0.4 0.6 0.8 \
-    --t-starts 300 200 "${select_args[@]}" ${SELECT_ARGS:-}
+  echo "=== $(date -u +%H:%M:%S) choosing eta / t_start / steps x samples on the validation pairs ($final)"
+  "$python" -u -m skyclear.models.diffusion.select_sampler "$final" --etas 0 0.2 0.4 0.6 \
+    --t-starts 300 200 --steps 10 5x2 2x5 "${select_args[@]}" ${SELECT_ARGS:-}
 fi
 if [ "$zoo" != "-" ]; then
   ref_out=${ref_out:-$(dirname "$zoo")/de_reference_rice.onnx}

@@ -212,6 +212,37 @@ def test_processor_reads_t_start_from_the_card(truncated_models, tmp_path):
         ocr.DiffusionProcessor(ref_s, step_s, steps=300)   # more steps than timesteps in [0, 200]
 
 
+def test_samples_average_trajectories_from_independent_noise(truncated_models):
+    """samples = K: the mean of K runs of the sampler, run k drawing its noise from the tile's
+    stream k (stream 0 is the single-sample noise); progress counts every step call."""
+    m = truncated_models
+    y, origins = m["y"], [(0, 0), (0, 64)]
+    ref_s, step_s = _session(m["ref_path"]), _session(m["step_path"])
+    assert ocr.default_samples(step_s) == 1            # no selection in this run
+    calls = []
+    proc = ocr.DiffusionProcessor(ref_s, step_s, steps=2, seed=7, samples=3, on_step=lambda i, n: calls.append((i, n)))
+    got = proc({"cloudy": y}, origins)["restored"]
+    assert calls == [(i, 6) for i in range(6)]
+    x0_ref = ocr.ReferenceProcessor(ref_s)({"cloudy": y}, origins)["restored"]
+
+    def step(x, t):
+        return step_s.run(["eps", "weight"], {"x_t": x, "t": t, "cloudy": y, "reference": x0_ref})
+    runs = []
+    for k in range(3):
+        per_tile = [ocr.tile_noise(7, o, y.shape[1:], 3, sample=k) for o in origins]
+        noise = [np.stack([t[i] for t in per_tile]) for i in range(3)]
+        runs.append(ocr.sample(step, x0_ref, noise, steps=2, eta=0.3, t_start=200))
+    assert np.abs(got - np.mean(runs, axis=0)).max() < 1e-5
+    assert min(np.abs(runs[0] - runs[k]).max() for k in (1, 2)) > 1e-3    # the runs differ
+    one = ocr.DiffusionProcessor(ref_s, step_s, steps=2, seed=7)({"cloudy": y}, origins)["restored"]
+    assert np.abs(one - runs[0]).max() < 1e-5
+    with pytest.raises(ValueError, match="samples"):
+        ocr.DiffusionProcessor(ref_s, step_s, steps=2, samples=0)
+    assert ocr.steps_and_samples("2x5") == (2, 5) and ocr.steps_and_samples("10") == (10, 1)
+    with pytest.raises(ValueError, match="2x5"):
+        ocr.steps_and_samples("ten")
+
+
 def test_old_cards_without_t_start_keep_the_full_trajectory(truncated_models):
     """A step model exported before t_start existed has no extra.t_start: full trajectory."""
     class NoCard:
@@ -316,21 +347,24 @@ def test_tiny_recipe_chain_selects_eta_on_validation_and_exports(data_dir, tmp_p
     wa_config = json.load(open(tmp_path / "wa" / "config.json"))
     assert wa_config["t_start"] == 150 and wa_config["reference_run"] == str(tmp_path / "ref")
     assert select_sampler.main([str(tmp_path / "wa"), "--etas", "0", "0.5", "--crop", "32", "--max-pairs", "2",
-                                "--t-starts", "150", "80"]) == 0
+                                "--t-starts", "150", "80", "--steps", "3", "1x3"]) == 0
     selection = json.load(open(tmp_path / "wa" / "sampler_selection.json"))
     assert len(selection["validation_pairs"]) == 2
     assert not set(p.split("/")[1] for p in selection["validation_pairs"]) & set(HELD_OUT["rice1"])
-    assert len(selection["table"]) == 2 * 3          # 2 t_starts x etas {0, 0.5, 1}
+    assert len(selection["table"]) == 2 * 2 * 3      # 2 t_starts x 2 (steps, samples) x etas {0, 0.5, 1}
+    assert {(r["steps"], r["samples"]) for r in selection["table"]} == {(3, 1), (1, 3)}
     e = selection["reference_E"]
     for row in selection["table"]:
         if row["eta"] == 1.0:
             assert row["psnr"] == pytest.approx(e["psnr"]) and row["ssim"] == pytest.approx(e["ssim"])
     chosen = selection["chosen"]
-    best = [r for r in selection["table"] if (r["eta"], r["t_start"]) == (chosen["eta"], chosen["t_start"])][0]
+    best = [r for r in selection["table"] if (r["eta"], r["t_start"], r["steps"], r["samples"]) ==
+            (chosen["eta"], chosen["t_start"], chosen["steps"], chosen["samples"])][0]
     assert best["psnr"] >= e["psnr"] - 1e-9 and best["ssim"] >= e["ssim"] - 1e-9 or best["eta"] == 1.0
     export(str(tmp_path / "wa"), str(tmp_path / "step.onnx"), argparse.Namespace(sample=None, size=32))
     card = read_card(str(tmp_path / "step.onnx"))
     assert card.extra["eta"] == chosen["eta"] and card.extra.get("t_start") == chosen["t_start"]
+    assert (card.extra["steps_default"], card.extra["samples_default"]) == (chosen["steps"], chosen["samples"])
     assert card.raw["training"]["sampler_selection"]["reference_E"] == e
 
 

@@ -67,11 +67,16 @@ def test_optical_cloud_removal_keeps_grid_and_dtype(tmp_path, data_dir):
         # no ETA given: the value chosen on validation and stored in the step model's card
         step_card = dict((c.task, c) for _, c in bundled_models())["optical_cloud_removal_diffusion_step"]
         assert ds.tags()["SKYCLEAR_ETA"] == str(float(step_card.extra["eta"]))
+        assert ds.tags()["SKYCLEAR_SAMPLES"] == str(step_card.extra.get("samples_default", 1))
     again = tmp_path / "again.tif"
     run("skyclear:remove_clouds_optical", INPUT=cloudy, OUTPUT=again, STEPS=3, SEED=1)
     with rasterio.open(out) as a, rasterio.open(again) as b:
         np.testing.assert_array_equal(a.read(), b.read())  # fixed seed: same input, same output
     assert result["PROVIDER"] == "CPUExecutionProvider"
+    averaged = tmp_path / "averaged.tif"
+    run("skyclear:remove_clouds_optical", INPUT=cloudy, OUTPUT=averaged, STEPS=1, SAMPLES=2, SEED=1)
+    with rasterio.open(averaged) as ds:
+        assert ds.tags()["SKYCLEAR_STEPS"] == "1" and ds.tags()["SKYCLEAR_SAMPLES"] == "2"
 
 
 def test_fusion_network_on_a_real_pair(tmp_path, data_dir):

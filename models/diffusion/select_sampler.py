@@ -1,7 +1,12 @@
-"""Choose the DE sampler settings (eta, and optionally t_start and steps) on the VALIDATION pairs.
+"""Choose the DE sampler settings (eta, and optionally t_start, steps and averaged samples) on the
+VALIDATION pairs.
 
     python -m skyclear.models.diffusion.select_sampler RUN [--etas 0 0.1 0.2 0.3 0.5 0.7 1] \
-        [--t-starts 300 200] [--steps 10] [--crop 256] [--max-pairs 0] [--seed 0]
+        [--t-starts 300 200] [--steps 10 5x2 2x5] [--crop 256] [--max-pairs 0] [--seed 0]
+
+``--steps`` entries are STEPS or STEPSxSAMPLES: ``2x5`` runs 2 DDIM steps from 5 independent start
+noises and scores the mean of the 5 outputs (the plugin's ``samples``); ``10``, ``5x2`` and ``2x5``
+cost the same 10 step-graph calls per tile.
 
 RUN is a de-wa or de-joint run. For every setting, the torch twin of the plugin's sampler
 (``gaussian.sample``: DDIM, deterministic, start noise from a fixed seed per pair, the same for
@@ -32,6 +37,7 @@ from ..common.run import RunDir
 from .data import PairDataset, from_net, split_roots, to_net
 from .gaussian import GaussianDiffusion, sample
 from .trainer import load_cnp_wa, load_reference
+from ...plugin.core.pipelines.optical_cloud_removal import steps_and_samples
 
 
 def center_crop(a: np.ndarray, size: int, multiple: int) -> np.ndarray:
@@ -70,7 +76,8 @@ def main(argv=None) -> int:
     p.add_argument("--etas", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0])
     p.add_argument("--t-starts", type=int, nargs="+",
                    help="truncated starts to try (-1 = full trajectory from pure noise); default: the run's t_start")
-    p.add_argument("--steps", type=int, nargs="+", help="default: the run's sample_steps")
+    p.add_argument("--steps", nargs="+", help="STEPS or STEPSxSAMPLES (e.g. 10 5x2 2x5); default: the run's "
+                                              "sample_steps, one sample")
     p.add_argument("--crop", type=int, default=256, help="central crop per pair (0 = whole image)")
     p.add_argument("--max-pairs", type=int, default=0, help="use only the first N validation pairs (0 = all)")
     p.add_argument("--batch", type=int, default=4)
@@ -96,7 +103,7 @@ def main(argv=None) -> int:
     for t in t_starts:
         if trained_t is not None and (t is None or t > int(trained_t)):
             print(f"warning: t_start {t} is above the t <= {trained_t} the CNP was trained on", file=sys.stderr)
-    steps_list = args.steps or [int(config.get("sample_steps") or 10)]
+    shapes = [steps_and_samples(s) for s in (args.steps or [str(config.get("sample_steps") or 10)])]
     etas = sorted(set(float(e) for e in args.etas) | {1.0})
 
     validation = PairDataset(split_roots(args.data or config["data"]), "validation", bands)
@@ -107,7 +114,7 @@ def main(argv=None) -> int:
     ids = [f"{os.path.basename(os.path.normpath(validation.pairs[i].root))}/{validation.pairs[i].pair_id}"
            for i in range(n)]
     print(f"{n} validation pairs ({', '.join(ids)}), crop {args.crop or 'whole image'}; "
-          f"t_start {t_starts}, steps {steps_list}, eta {etas}", flush=True)
+          f"t_start {t_starts}, steps x samples {shapes}, eta {etas}", flush=True)
 
     # batches of same-shape crops; E once per batch
     groups: List[List[int]] = []
@@ -134,7 +141,7 @@ def main(argv=None) -> int:
     print(f"E alone: PSNR {e_scores['psnr']:.3f} SSIM {e_scores['ssim']:.4f} grain {e_scores['grain']:.3f}", flush=True)
     rows = []
     for t_start in t_starts:
-        for steps in steps_list:
+        for steps, samples in shapes:
             for eta in etas:
                 tick = time.time()
                 if eta >= 1.0:
@@ -144,22 +151,25 @@ def main(argv=None) -> int:
                     for g in groups:
                         y = torch.from_numpy(np.stack([ys[i] for i in g])).to(device)
                         ref = torch.cat([x0_refs[i] for i in g])
-                        start = torch.cat([torch.randn(ref.shape[1:], generator=torch.Generator().manual_seed(
-                            args.seed * 100003 + i))[None] for i in g]).to(device)
 
                         def step(x, t, y=y, ref=ref):
                             return cnp(x, t, y, ref), wa(x, t, y, ref)
-                        with torch.no_grad():
-                            out = sample(step, ref, [start], steps=steps, eta=eta, sampler="ddim",
-                                         diffusion=diffusion, t_start=t_start)
+                        total = 0
+                        for k in range(samples):   # sample 0 keeps the seeds of single-sample runs
+                            start = torch.cat([torch.randn(ref.shape[1:], generator=torch.Generator().manual_seed(
+                                args.seed * 100003 + i + 1_000_003 * k))[None] for i in g]).to(device)
+                            with torch.no_grad():
+                                total = total + sample(step, ref, [start], steps=steps, eta=eta, sampler="ddim",
+                                                       diffusion=diffusion, t_start=t_start).double()
+                        out = (total / samples).float()
                         for k, i in enumerate(g):
                             outputs[i] = out[k].cpu().numpy()
                     pairs = per_pair_scores(outputs)
                 m = mean(pairs)
-                rows.append({"t_start": t_start, "steps": steps, "eta": eta, **m,
+                rows.append({"t_start": t_start, "steps": steps, "samples": samples, "eta": eta, **m,
                              "d_psnr": m["psnr"] - e_scores["psnr"], "d_ssim": m["ssim"] - e_scores["ssim"],
                              "per_pair_psnr": [round(s["psnr"], 3) for s in pairs]})
-                print(f"t_start {t_start} steps {steps:>2} eta {eta:.2f}: PSNR {m['psnr']:.3f} "
+                print(f"t_start {t_start} steps {steps:>2} x {samples} samples eta {eta:.2f}: PSNR {m['psnr']:.3f} "
                       f"({m['psnr'] - e_scores['psnr']:+.3f} vs E) SSIM {m['ssim']:.4f} "
                       f"({m['ssim'] - e_scores['ssim']:+.4f}) grain {m['grain']:.3f} [{time.time() - tick:.0f} s]",
                       flush=True)
@@ -169,14 +179,16 @@ def main(argv=None) -> int:
                  + "; ties to the larger eta; eta = 1 (= E) always qualifies")
     result = {"criterion": criterion, "validation_pairs": ids, "crop": args.crop, "seed": args.seed,
               "reference_E": {k: round(v, 4) for k, v in e_scores.items()},
-              "chosen": {"eta": chosen["eta"], "t_start": chosen["t_start"], "steps": chosen["steps"]},
+              "chosen": {"eta": chosen["eta"], "t_start": chosen["t_start"], "steps": chosen["steps"],
+                         "samples": chosen["samples"]},
               "chosen_scores": {k: round(chosen[k], 4) for k in ("psnr", "ssim", "grain", "d_psnr", "d_ssim")},
               "table": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
     path = os.path.join(args.run_dir, "sampler_selection.json")
     with open(path + ".tmp", "w") as f:
         json.dump(result, f, indent=2)
     os.replace(path + ".tmp", path)
-    print(f"chosen: eta {chosen['eta']}, t_start {chosen['t_start']}, steps {chosen['steps']} "
+    print(f"chosen: eta {chosen['eta']}, t_start {chosen['t_start']}, steps {chosen['steps']} x "
+          f"{chosen['samples']} samples "
           f"(PSNR {chosen['d_psnr']:+.3f} dB, SSIM {chosen['d_ssim']:+.4f} vs E on {n} validation pairs); "
           f"wrote {path}", flush=True)
     return 0

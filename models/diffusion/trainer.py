@@ -49,7 +49,7 @@ from .splits import HELD_OUT, is_held_out
 from .unet import ConditionalNoisePredictor, StepNet, WeightAllocationNet
 
 # 2.0.0: E that removes clouds + the truncated, residual, E-conditioned diffusion stage (issue 11)
-CARD_VERSION = "2.1.0"
+CARD_VERSION = "2.2.0"
 
 DEFAULTS: Dict[str, Any] = {
     "bands": 3,
@@ -586,6 +586,9 @@ def export(run_dir: str, out_path: str, args) -> None:
                            "Use with the reference model E; the sampling loop runs in the plugin"
                            + ("." if config.get("t_start") is None else
                               f", starting from the reference noised to t_start={int(config['t_start'])}.")
+                           + (f" By default it averages {sampler['samples']} runs of {sampler['steps']} steps "
+                              "from independent noise (chosen on the validation pairs)."
+                              if sampler["samples"] > 1 else "")
                            + (" The CNP sees x0_E as well" if cnp.condition == "cloudy+reference" else "")
                            + (" and predicts the residual x0 - x0_E (converted to eps in the graph)."
                               if cnp.prediction == "residual" else ""),
@@ -610,6 +613,7 @@ def export(run_dir: str, out_path: str, args) -> None:
             "license": "research use only (RICE data: no licence stated)",
             "extra": {**diffusion.schedule(), "eta": sampler["eta"], "prediction": "eps",
                       "beta_schedule": "linear", "sampler_default": "ddim", "steps_default": sampler["steps"],
+                      "samples_default": sampler["samples"],
                       **({"t_start": sampler["t_start"]} if sampler["t_start"] is not None else {}),
                       "cnp_condition": cnp.condition, "cnp_prediction": cnp.prediction,
                       "cnp": config["cnp"], "wa": config["wa"]},
@@ -626,12 +630,13 @@ def export(run_dir: str, out_path: str, args) -> None:
 
 
 def _sampler_settings(run_dir: str, config) -> Dict[str, Any]:
-    """eta / t_start / steps for the card: the validation choice of ``select_sampler`` when the run
+    """eta / t_start / steps / samples for the card: the validation choice of ``select_sampler`` when the run
     has ``sampler_selection.json``, else the training config's values (said so in the card)."""
     path = os.path.join(run_dir, "sampler_selection.json")
     t_start = None if config.get("t_start") is None else int(config["t_start"])
     if not os.path.exists(path):
         return {"eta": float(config.get("eta", 0.3)), "t_start": t_start, "steps": int(config.get("sample_steps") or 10),
+                "samples": 1,
                 "selection": "none: eta/t_start/steps are the training config's values (run "
                              "python -m skyclear.models.diffusion.select_sampler on this run to choose them "
                              "on the validation pairs)"}
@@ -641,7 +646,7 @@ def _sampler_settings(run_dir: str, config) -> Dict[str, Any]:
     summary = {k: selection[k] for k in ("criterion", "validation_pairs", "crop", "reference_E", "chosen_scores")
                if k in selection}
     return {"eta": float(chosen["eta"]), "t_start": None if chosen.get("t_start") is None else int(chosen["t_start"]),
-            "steps": int(chosen["steps"]), "selection": summary}
+            "steps": int(chosen["steps"]), "samples": int(chosen.get("samples", 1)), "selection": summary}
 
 
 def write_markdown_card(onnx_path: str, card: Dict[str, Any], diff: Optional[float] = None) -> str:

@@ -166,11 +166,12 @@ def remove_clouds_sar(*, optical: str, sar: str, output: str, cloud_probability:
 @with_defaults
 def remove_clouds_optical(*, optical: str, output: str, model: Optional[str] = None,
                           step_model: Optional[str] = None, mode: str, steps: Optional[int],
-                          eta: Optional[float], seed: int,
+                          samples: Optional[int], eta: Optional[float], seed: int,
                           tile_size, overlap, device, optical_bands: Bands = None, extent, progress=None,
                           is_cancelled=None, value_scale, compression) -> RunReport:
-    """Reference model E alone (``mode="reference"``) or E + the DE sampling loop; ``steps`` and
-    ``eta`` None = the values stored in the step model's card (chosen on validation pairs)."""
+    """Reference model E alone (``mode="reference"``) or E + the DE sampling loop; ``steps``,
+    ``samples`` and ``eta`` None = the values stored in the step model's card (chosen on validation
+    pairs)."""
     from .pipelines.optical_cloud_removal import DiffusionProcessor, ReferenceProcessor, default_steps
 
     spec = tool("remove_clouds_optical")
@@ -193,10 +194,12 @@ def remove_clouds_optical(*, optical: str, output: str, model: Optional[str] = N
 
         steps = default_steps(step_session) if steps is None else steps
         try:
-            processor = DiffusionProcessor(session, step_session, steps=steps, eta=eta, seed=seed, on_step=on_step)
+            processor = DiffusionProcessor(session, step_session, steps=steps, eta=eta, seed=seed, on_step=on_step,
+                                           samples=samples)
         except ValueError as exc:
             raise InputError(f"steps: {exc}") from exc
         tags.update(SKYCLEAR_STEP_MODEL_FILE=os.path.basename(step_model), SKYCLEAR_STEPS=str(processor.steps),
+                    SKYCLEAR_SAMPLES=str(processor.samples),
                     SKYCLEAR_ETA=str(processor.eta), SKYCLEAR_SEED=str(seed))
     return _run(card, {card.inputs[0].name: optical}, processor, {card.outputs[0].name: output},
                 provider=provider, tile_size=tile_size, overlap=overlap,

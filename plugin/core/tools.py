@@ -346,6 +346,11 @@ TOOLS: Tuple[ToolSpec, ...] = (
                    "number of DDIM sampling steps: more is slower; -1 = the count stored in the step "
                    "model's card.", default=None, from_model=True,
                    title="Diffusion steps", minimum=1, maximum=1000, when=(("mode", ("diffusion",)),)),
+            Option("samples", "SAMPLES", INT, "Samples averaged (-1 = the step model's validated count)",
+                   "number of sampling runs from independent noise whose mean is the output; the step "
+                   "model runs steps × samples times per tile; -1 = the count stored in the step model's "
+                   "card (chosen with the steps on validation pairs).", default=None, from_model=True,
+                   title="Samples averaged", minimum=1, maximum=100, when=(("mode", ("diffusion",)),)),
             Option("eta", "ETA", FLOAT, "η, minimum reference weight (-1 = the step model's validated value)",
                    "η, the lower clamp of the weight given to the reference network (0–1; paper: 0.3; "
                    "1 = the reference network alone); -1 = the value chosen on validation pairs and "

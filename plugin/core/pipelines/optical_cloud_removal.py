@@ -23,6 +23,13 @@ partially noised reference, x_t0 = sqrt(abar_t0) * x0_E + sqrt(1 - abar_t0) * no
 ``steps`` timesteps evenly spaced over [0, t0] (the CNP was trained on t <= t0 only). Either way
 W = 1 everywhere (eta = 1) returns x0_E exactly.
 
+Samples: with ``samples`` = K > 1 the processor runs K trajectories from independent start noise
+and returns their mean. Each trajectory is a draw of x0 given the cloudy image; their mean is a
+lower-error estimate (the noise the draws disagree on averages out), so at a fixed number of step
+calls, a few short trajectories can beat one long one. The card's ``extra.samples_default`` and
+``extra.steps_default`` hold the split chosen on the validation pairs
+(``models/diffusion/select_sampler.py``).
+
 On CUDA (``iobinding="auto"`` and the step session runs on ``CUDAExecutionProvider``) the per-tile
 constants ``cloudy`` and ``reference`` are uploaded to the device once per tile batch and bound with
 IOBinding; x_t and t are bound from host memory each step and eps/weight come back to host memory,
@@ -31,7 +38,7 @@ because the update itself is numpy. (Keeping x_t on the device would need the up
 Both tile processors follow the engine contract ``processor(inputs, origins) -> outputs`` with
 the *reference* model's card (input ``cloudy``, output ``restored``, network units [-1, 1]).
 Noise for each tile comes from ``numpy.random.default_rng([seed, row, col])`` (tile origin in the
-output grid), so the same input gives the same output whatever the batching.
+output grid; sample k > 0 appends k), so the same input gives the same output whatever the batching.
 """
 from __future__ import annotations
 
@@ -170,13 +177,16 @@ def sample(step_fn: StepFn, x0_ref: np.ndarray, noise: Sequence[np.ndarray], ste
     return (x0, weights) if return_weights else x0
 
 
-def _tile_rng(seed: int, origin: Tuple[int, int]) -> np.random.Generator:
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(origin[0]), int(origin[1])])
+def _tile_rng(seed: int, origin: Tuple[int, int], sample: int = 0) -> np.random.Generator:
+    key = [int(seed) & 0xFFFFFFFF, int(origin[0]), int(origin[1])] + ([int(sample)] if sample else [])
+    return np.random.default_rng(key)
 
 
-def tile_noise(seed: int, origin: Tuple[int, int], shape: Tuple[int, ...], count: int) -> List[np.ndarray]:
-    """``count`` standard-normal float32 arrays of ``shape`` for the tile at ``origin``."""
-    rng = _tile_rng(seed, origin)
+def tile_noise(seed: int, origin: Tuple[int, int], shape: Tuple[int, ...], count: int,
+               sample: int = 0) -> List[np.ndarray]:
+    """``count`` standard-normal float32 arrays of ``shape`` for the tile at ``origin`` (trajectory
+    ``sample``)."""
+    rng = _tile_rng(seed, origin, sample)
     return [rng.standard_normal(shape).astype(np.float32) for _ in range(count)]
 
 
@@ -187,8 +197,9 @@ class TileNoise:
     time: DDIM reads only ``noise[0]``, DDPM reads them in order. Reading out of order is
     refused (the random streams only go forward)."""
 
-    def __init__(self, seed: int, origins: Sequence[Tuple[int, int]], shape: Tuple[int, ...], count: int):
-        self._rngs = [_tile_rng(seed, o) for o in origins]
+    def __init__(self, seed: int, origins: Sequence[Tuple[int, int]], shape: Tuple[int, ...], count: int,
+                 sample: int = 0):
+        self._rngs = [_tile_rng(seed, o, sample) for o in origins]
         self._shape = (len(self._rngs),) + tuple(shape)
         self._count = int(count)
         self._next = 0            # index of the next draw
@@ -244,18 +255,25 @@ class DiffusionProcessor:
     ``eta`` None = the card's ``extra.eta`` (chosen on validation pairs at export), else 0.3.
     ``t_start`` "card" = the card's ``extra.t_start`` (absent: full trajectory from pure noise);
     None forces the full trajectory; an int starts from q(x0_E, t_start).
+    ``samples`` trajectories are averaged (None = the card's ``extra.samples_default``, else 1);
+    the step graph runs ``steps * samples`` times per tile.
     """
 
     def __init__(self, reference_session, step_session, steps: int = 10, eta: Optional[float] = None,
                  seed: int = 0, sampler: str = "ddim", eta_ddim: float = 0.0,
                  schedule: Optional[Dict[str, float]] = None, iobinding="auto",
-                 on_step: Optional[Callable[[int, int], None]] = None, t_start="card"):
+                 on_step: Optional[Callable[[int, int], None]] = None, t_start="card",
+                 samples: Optional[int] = 1):
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if eta is None:
             eta = default_eta(step_session)
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
+        samples = default_samples(step_session) if samples is None else int(samples)
+        if samples < 1:
+            raise ValueError(f"samples must be at least 1, got {samples}")
+        self.samples = samples
         self.reference = ReferenceProcessor(reference_session)
         self.step_session = step_session
         self.steps, self.eta, self.seed, self.sampler, self.eta_ddim = int(steps), float(eta), int(seed), sampler, eta_ddim
@@ -265,7 +283,7 @@ class DiffusionProcessor:
             None if t_start is None else int(t_start))
         sampling_timesteps(T, self.steps, self.t_start)  # validates steps and t_start early
         self.last_weights: List[float] = []
-        # called as on_step(i, steps) before each step: reports progress, and may raise to cancel
+        # called as on_step(i, steps * samples) before each step call: reports progress, and may raise to cancel
         self.on_step = on_step
         # set by the engine before each batch: report_within_batch(fraction of this batch done)
         self.report_within_batch: Optional[Callable[[float], None]] = None
@@ -304,27 +322,31 @@ class DiffusionProcessor:
         out_name = self.reference.output_name
         y = np.ascontiguousarray(inputs[self.reference.input_name], dtype=np.float32)
         x0_ref = self.reference({self.reference.input_name: y}, origins)[out_name].astype(np.float32)
-        noise = TileNoise(self.seed, origins, y.shape[1:], self.steps + 1)
         step = self._observed(self._step_fn(y, x0_ref))
-        x0, weights = sample(step, x0_ref, noise, self.steps, self.eta, self.sampler,
-                             self.eta_ddim, int(self.schedule["T"]), float(self.schedule["beta_start"]),
-                             float(self.schedule["beta_end"]), return_weights=True, t_start=self.t_start)
-        self.last_weights = weights
-        return {out_name: x0}
-
+        total, weights = None, []
+        for k in range(self.samples):
+            noise = TileNoise(self.seed, origins, y.shape[1:], self.steps + 1, sample=k)
+            x0, w = sample(step, x0_ref, noise, self.steps, self.eta, self.sampler,
+                           self.eta_ddim, int(self.schedule["T"]), float(self.schedule["beta_start"]),
+                           float(self.schedule["beta_end"]), return_weights=True, t_start=self.t_start)
+            total = x0.astype(np.float64) if total is None else total + x0
+            weights.append(w)
+        self.last_weights = list(np.mean(weights, axis=0))
+        return {out_name: (total / self.samples).astype(np.float32)}
 
     def _observed(self, step: StepFn) -> StepFn:
         if self.on_step is None and self.report_within_batch is None:
             return step
-        calls = iter(range(self.steps))
+        n = self.steps * self.samples
+        calls = iter(range(n))
 
         def observed(x_t, t):
-            i = next(calls, self.steps - 1)
+            i = next(calls, n - 1)
             if self.on_step is not None:
-                self.on_step(i, self.steps)
+                self.on_step(i, n)
             out = step(x_t, t)
             if self.report_within_batch is not None:
-                self.report_within_batch((i + 1) / self.steps)
+                self.report_within_batch((i + 1) / n)
             return out
         return observed
 
@@ -368,3 +390,22 @@ def default_steps(step_session, fallback: int = 10) -> int:
         return int(_card_extra(step_session)["steps_default"])
     except (KeyError, TypeError, ValueError):
         return fallback
+
+
+def steps_and_samples(text: str) -> Tuple[int, int]:
+    """``"10"`` -> (10, 1), ``"2x5"`` -> (2 steps, 5 averaged samples): how benchmarks and the
+    sampler selection name a run shape."""
+    steps, _, samples = str(text).lower().partition("x")
+    try:
+        return int(steps), int(samples or 1)
+    except ValueError:
+        raise ValueError(f"expected STEPS or STEPSxSAMPLES (e.g. 10 or 2x5), got {text!r}") from None
+
+
+def default_samples(step_session) -> int:
+    """The number of averaged trajectories stored in the step model's card (``extra.samples_default``),
+    else 1 (step models exported before samples existed)."""
+    try:
+        return max(1, int(_card_extra(step_session)["samples_default"]))
+    except (KeyError, TypeError, ValueError):
+        return 1
