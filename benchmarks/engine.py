@@ -6,7 +6,11 @@ read-everything / run / write-everything baseline, on the CPU provider.
 Each case runs in a fresh subprocess that reports its own peak RSS (VmHWM). Scenes are
 13-band uint16 (Sentinel-2-like, smooth fields plus noise so they compress like real data),
 written once to a cache folder; the real case is the 12-band Major-TOM scene in
-../shared/data/scenes. The model is a small 3x3 conv net (13 -> 8 -> 13 channels).
+../shared/data/scenes. The model is a small 3x3 conv net (13 -> 8 -> 13 channels);
+``--peer-size`` adds the peer benchmark's conv on its 3-band uint8 scene.
+
+Overhead is printed twice: wall time over the model time measured inside the run (which grows when
+I/O takes a core from the model), and over the model alone on the same tiles and batches.
 """
 from __future__ import annotations
 
@@ -86,6 +90,30 @@ def model_for(bands: int, folder: Path, hidden: int = 8) -> str:
 # --------------------------------------------------------------------------------------- cases
 
 
+def model_alone_seconds(model: str, tiles: int, tile: int, batch: int = 4) -> float:
+    """The model by itself on ``tiles`` full tiles of random input, in the batches the engine sends
+    (``batch`` at a time, the rest last; same session settings): the time a run could take with free I/O. The engine's own model
+    time is measured while I/O competes for the cores, so it is larger than this."""
+    from skyclear.plugin.core.model_card import card_from_session
+    from skyclear.plugin.core.runtime import create_session
+
+    session = create_session(model, "cpu")[0]
+    card = card_from_session(session, model)
+    rng = np.random.default_rng(0)
+    feeds = {t.name: rng.random((batch, len(t.bands), tile, tile), dtype=np.float32) for t in card.inputs}
+    sizes = [batch] * (tiles // batch) + ([tiles % batch] if tiles % batch else [])
+    session.run(None, {k: v[:sizes[0]] for k, v in feeds.items()})   # warm-up
+    tick = time.perf_counter()
+    for n in sizes:
+        session.run(None, {k: v[:n] for k, v in feeds.items()})
+    return time.perf_counter() - tick
+
+
+def _timings(report, model: str) -> dict:
+    return {"seconds": report.seconds, "model_seconds": report.processor_seconds,
+            "model_alone_seconds": model_alone_seconds(model, report.tiles - report.tiles_skipped, report.tile_size)}
+
+
 def run_engine(model: str, scene: str, out: str, compression: str = "deflate") -> dict:
     from skyclear.plugin.core import jobs
 
@@ -93,7 +121,7 @@ def run_engine(model: str, scene: str, out: str, compression: str = "deflate") -
         bands = list(range(1, ds.count + 1))
     report = jobs.run_model(model=model, optical=scene, output=out, tile_size=TILE, overlap=OVERLAP,
                             device="cpu", compression=compression, optical_bands=bands)
-    return {"seconds": report.seconds, "model_seconds": report.processor_seconds}
+    return _timings(report, model)
 
 
 def synthetic_sar(optical: Path) -> Path:
@@ -116,11 +144,13 @@ def run_ibhfn(model: str, scene: str, out: str, compression: str = "deflate") ->
     """The bundled IB-HFN (default tile 256) on a 13-band scene plus synthetic SAR."""
     from skyclear.plugin.core import jobs
 
+    from skyclear.plugin.core.zoo import default_model
+
     report = jobs.remove_clouds_sar(optical=scene, sar=str(synthetic_sar(Path(scene))), output=out,
                                     device="cpu", compression=compression)
     for path in report.outputs.values():
         os.remove(path)
-    return {"seconds": report.seconds, "model_seconds": report.processor_seconds}
+    return _timings(report, default_model("sar_cloud_removal"))
 
 
 def run_naive(model: str, scene: str, out: str, compression: str = "deflate") -> dict:
@@ -161,6 +191,15 @@ def child(args) -> None:
     print(json.dumps(result))
 
 
+def overheads(run: dict) -> str:
+    """Two table cells: wall time over the model time measured inside the run, and over the model
+    alone (``model_alone_seconds``), minus 1."""
+    if "seconds" not in run:
+        return f"{run.get('error', '')} |"
+    return (f"{run['seconds'] / run['model_seconds'] - 1:.0%} | "
+            f"{run['seconds'] / run['model_alone_seconds'] - 1:.0%}")
+
+
 def measure(case: str, model: str, scene: str, workdir: Path, compression: str = "deflate",
             threads: int = 0) -> dict:
     out = workdir / f"out_{case}.tif"
@@ -191,6 +230,9 @@ def main() -> None:
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "skyclear-bench"))
     parser.add_argument("--ibhfn-size", type=int, default=2048,
                         help="also run the bundled IB-HFN (with synthetic SAR) on this scene size (0: skip)")
+    parser.add_argument("--peer-size", type=int, default=0,
+                        help="also run the peer benchmark's conv (3->32->32->1, float32 output) on its 3-band "
+                             "uint8 scene of this size (0: skip)")
     parser.add_argument("--compression", default="deflate", choices=["deflate", "zstd", "none"],
                         help="output compression of the engine runs (the naive baseline writes DEFLATE)")
     parser.add_argument("--threads", type=int, default=0,
@@ -206,38 +248,47 @@ def main() -> None:
 
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    cases = [(f"synthetic {s}²", synthetic_scene(cache / f"scene_{s}.tif", s), BANDS, s, 8) for s in args.sizes]
+    # (label, scene, size, model, naive baseline too?): run_naive reads the model_for() scaling
+    cases = [(f"synthetic {s}²", synthetic_scene(cache / f"scene_{s}.tif", s), s, model_for(BANDS, cache), True)
+             for s in args.sizes]
     if REAL_SCENE.exists():
         with rasterio.open(REAL_SCENE) as ds:
-            cases.append((f"Major-TOM {ds.width}² (real)", REAL_SCENE, ds.count, ds.width, 8))
+            cases.append((f"Major-TOM {ds.width}² (real)", REAL_SCENE, ds.width, model_for(ds.count, cache), True))
     if args.heavy_size:
         s = args.heavy_size
-        cases.append((f"synthetic {s}², conv n->64->n", synthetic_scene(cache / f"scene_{s}.tif", s), BANDS, s, 64))
+        cases.append((f"synthetic {s}², conv n->64->n", synthetic_scene(cache / f"scene_{s}.tif", s), s,
+                       model_for(BANDS, cache, 64), True))
     if args.edge_size:
         s = args.edge_size
         cases.append((f"synthetic {s}², swath edge (45 % nodata)",
-                      swath_edge_scene(synthetic_scene(cache / f"scene_{s}.tif", s)), BANDS, s, 8))
+                      swath_edge_scene(synthetic_scene(cache / f"scene_{s}.tif", s)), s, model_for(BANDS, cache),
+                      True))
+    if args.peer_size:
+        from peer_deepness import benchmark_conv, rgb_scene  # benchmarks/peer_deepness.py
+
+        s = args.peer_size
+        cases.append((f"3-band uint8 {s}², conv 3->32->32->1 (benchmarks/peer_deepness.py)",
+                       rgb_scene(cache / f"rgb_{s}.tif", s), s, str(benchmark_conv(cache / "peer_conv.onnx")), False))
     print(f"tile {TILE}, overlap {OVERLAP}, batch 4, CPU provider, {os.cpu_count()} cores, "
           f"output {args.compression}, onnxruntime threads {args.threads or 'all'}; model: conv 3x3 n->8->n unless noted\n")
-    header = ("| scene | engine MP/s | engine peak RSS MB | engine overhead vs model time | "
-              "naive MP/s | naive peak RSS MB |")
+    header = ("| scene | engine MP/s | engine peak RSS MB | overhead vs model time in the run | "
+              "overhead vs the model alone | naive MP/s | naive peak RSS MB |")
     print(header)
-    print("|---|---:|---:|---:|---:|---:|")
-    for label, scene, bands, size, hidden in cases:
-        model = model_for(bands, cache, hidden)
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, scene, size, model, with_naive in cases:
         mp = size * size / 1e6
         eng = measure("engine", model, str(scene), cache, args.compression, args.threads)
-        naive = measure("naive", model, str(scene), cache) if size <= args.naive_max else {"error": "skipped"}
+        naive = (measure("naive", model, str(scene), cache) if with_naive and size <= args.naive_max
+                 else {"error": "skipped"})
 
         def cell(r, key, fmt):
             return fmt.format(r[key]) if key in r else r.get("error", "")
 
-        overhead = ("{:.0%}".format(eng["seconds"] / eng["model_seconds"] - 1)
-                    if "seconds" in eng else eng.get("error", ""))
         eng_rate = {"v": mp / eng["seconds"]} if "seconds" in eng else eng
         naive_rate = {"v": mp / naive["seconds"]} if "seconds" in naive else naive
-        print(f"| {label} | {cell(eng_rate, 'v', '{:.2f}')} | {cell(eng, 'peak_rss_mb', '{:.0f}')} | {overhead} | "
-              f"{cell(naive_rate, 'v', '{:.2f}')} | {cell(naive, 'peak_rss_mb', '{:.0f}')} |", flush=True)
+        print(f"| {label} | {cell(eng_rate, 'v', '{:.2f}')} | {cell(eng, 'peak_rss_mb', '{:.0f}')} | "
+              f"{overheads(eng)} | {cell(naive_rate, 'v', '{:.2f}')} | {cell(naive, 'peak_rss_mb', '{:.0f}')} |",
+              flush=True)
     if args.ibhfn_size:
         size = args.ibhfn_size
         scene = synthetic_scene(cache / f"scene_{size}.tif", size)
@@ -247,9 +298,9 @@ def main() -> None:
             label = f"synthetic {size}² + SAR{note}, bundled IB-HFN (tile 256)"
             if "seconds" in run:
                 print(f"| {label} | {size * size / 1e6 / run['seconds']:.2f} | {run['peak_rss_mb']:.0f} | "
-                      f"{run['seconds'] / run['model_seconds'] - 1:.0%} | | |", flush=True)
+                      f"{overheads(run)} | | |", flush=True)
             else:
-                print(f"| {label} | {run['error']} | | | | |")
+                print(f"| {label} | {run['error']} | | | | | |")
 
 
 if __name__ == "__main__":
