@@ -106,7 +106,7 @@ def main() -> int:
     if rgb:
         ok, why = tools.available(spec)
         if ok:
-            seconds, files = run_tool(spec, {"optical": rgb}, out, spec.key, steps=10)
+            seconds, files = run_tool(spec, {"optical": rgb}, out, spec.key)   # the card's steps and samples
             note = f"{seconds:.0f} s"
             clear = rgb.replace("_cloudy.", "_clear.")
             if not args.rgb and os.path.exists(clear):
