@@ -91,9 +91,10 @@ def model_for(bands: int, folder: Path, hidden: int = 8) -> str:
 
 
 def model_alone_seconds(model: str, tiles: int, tile: int, batch: int = 4) -> float:
-    """The model by itself on ``tiles`` full tiles of random input, in the batches the engine sends
-    (``batch`` at a time, the rest last; same session settings): the time a run could take with free I/O. The engine's own model
-    time is measured while I/O competes for the cores, so it is larger than this."""
+    """The model by itself on ``tiles`` full tiles of random input, ``batch`` at a time and the rest
+    last (the engine's batches, except that it also drops tiles without data from inside a batch;
+    same session settings): the time a run could take with free I/O. The engine's own model time is
+    measured while I/O competes for the cores, so it is larger than this."""
     from skyclear.plugin.core.model_card import card_from_session
     from skyclear.plugin.core.runtime import create_session
 
@@ -102,6 +103,8 @@ def model_alone_seconds(model: str, tiles: int, tile: int, batch: int = 4) -> fl
     rng = np.random.default_rng(0)
     feeds = {t.name: rng.random((batch, len(t.bands), tile, tile), dtype=np.float32) for t in card.inputs}
     sizes = [batch] * (tiles // batch) + ([tiles % batch] if tiles % batch else [])
+    if not sizes:
+        return float("nan")
     session.run(None, {k: v[:sizes[0]] for k, v in feeds.items()})   # warm-up
     tick = time.perf_counter()
     for n in sizes:
@@ -110,8 +113,12 @@ def model_alone_seconds(model: str, tiles: int, tile: int, batch: int = 4) -> fl
 
 
 def _timings(report, model: str) -> dict:
-    return {"seconds": report.seconds, "model_seconds": report.processor_seconds,
-            "model_alone_seconds": model_alone_seconds(model, report.tiles - report.tiles_skipped, report.tile_size)}
+    """The run's times and peak RSS, then the model alone (after the peak is read: its session
+    and inputs must not count)."""
+    result = {"seconds": report.seconds, "model_seconds": report.processor_seconds,
+              "peak_rss_mb": own_peak_rss_mb()}
+    result["model_alone_seconds"] = model_alone_seconds(model, report.tiles - report.tiles_skipped, report.tile_size)
+    return result
 
 
 def run_engine(model: str, scene: str, out: str, compression: str = "deflate") -> dict:
@@ -187,7 +194,7 @@ def own_peak_rss_mb() -> float:
 def child(args) -> None:
     fn = {"engine": run_engine, "naive": run_naive, "ibhfn": run_ibhfn}[args.case]
     result = fn(args.model, args.scene, args.out, args.compression)
-    result["peak_rss_mb"] = own_peak_rss_mb()
+    result.setdefault("peak_rss_mb", own_peak_rss_mb())
     print(json.dumps(result))
 
 

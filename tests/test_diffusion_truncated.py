@@ -221,8 +221,11 @@ def test_samples_average_trajectories_from_independent_noise(truncated_models):
     assert ocr.default_samples(step_s) == 1            # no selection in this run
     calls = []
     proc = ocr.DiffusionProcessor(ref_s, step_s, steps=2, seed=7, samples=3, on_step=lambda i, n: calls.append((i, n)))
+    fractions = []
+    proc.report_within_batch = fractions.append
     got = proc({"cloudy": y}, origins)["restored"]
     assert calls == [(i, 6) for i in range(6)]
+    assert fractions == pytest.approx([(i + 1) / 6 for i in range(6)])
     x0_ref = ocr.ReferenceProcessor(ref_s)({"cloudy": y}, origins)["restored"]
 
     def step(x, t):
@@ -239,8 +242,9 @@ def test_samples_average_trajectories_from_independent_noise(truncated_models):
     with pytest.raises(ValueError, match="samples"):
         ocr.DiffusionProcessor(ref_s, step_s, steps=2, samples=0)
     assert ocr.steps_and_samples("2x5") == (2, 5) and ocr.steps_and_samples("10") == (10, 1)
-    with pytest.raises(ValueError, match="2x5"):
-        ocr.steps_and_samples("ten")
+    for bad in ("ten", "2x0", "0", "-1x5"):
+        with pytest.raises(ValueError, match="2x5"):
+            ocr.steps_and_samples(bad)
 
 
 def test_old_cards_without_t_start_keep_the_full_trajectory(truncated_models):
@@ -379,6 +383,12 @@ def test_choice_rule_never_trades_ssim_or_grain_for_psnr():
     assert choose(rows, e, grain_limit=False)["eta"] == 0.2
     worse = [row(0.0, 24.0, 0.70), row(0.5, 24.5, 0.81), row(1.0, 25.0, 0.80)]
     assert choose(worse, e)["eta"] == 1.0                        # nothing beats E: E itself
+    # the same scores at another split of the step calls: the cheaper one; E itself is stored with one sample
+    shaped = lambda r, steps, samples: dict(r, steps=steps, samples=samples)
+    tie = [shaped(row(0.2, 26.0, 0.81), 2, 5), shaped(row(0.2, 26.0, 0.81), 1, 3)]
+    assert (choose(tie, e)["steps"], choose(tie, e)["samples"]) == (1, 3)
+    e_rows = [shaped(row(1.0, 25.0, 0.80), 2, 5), shaped(row(0.0, 24.0, 0.70), 2, 5)]
+    assert choose(e_rows, e)["samples"] == 1
 
 
 @pytest.mark.parametrize("profile", ["cpu", "gpu"])

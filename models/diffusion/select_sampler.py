@@ -9,8 +9,8 @@ noises and scores the mean of the 5 outputs (the plugin's ``samples``); ``10``, 
 cost the same 10 step-graph calls per tile.
 
 RUN is a de-wa or de-joint run. For every setting, the torch twin of the plugin's sampler
-(``gaussian.sample``: DDIM, deterministic, start noise from a fixed seed per pair, the same for
-every setting) runs E + DE on the central ``--crop`` of each validation pair (``splits.py``; never
+(``gaussian.sample``: DDIM, deterministic, start noise from a fixed seed per pair and sample, the
+same for every setting) runs E + DE on the central ``--crop`` of each validation pair (``splits.py``; never
 a held-out test pair), and the uint8 output is scored with the plugin's PSNR / SSIM (data range
 255) and grain ratio (``plugin/core/metrics/grain.py``).
 
@@ -18,8 +18,9 @@ eta = 1 is always in the grid: W is then clamped to 1 at every step, so DE retur
 (``tests/test_diffusion_truncated.py`` checks this), and the chosen setting cannot score below E
 on these pairs. Criterion: the highest mean PSNR among the settings whose mean SSIM is not below
 E's and whose mean grain ratio is not above max(1, E's) (``--no-grain-limit`` drops the latter);
-ties go to the larger eta (closer to E). Writes ``RUN/sampler_selection.json``, which the export
-puts into the step model's card (``extra.eta``, ``extra.t_start``, ``extra.steps_default``).
+ties go to the larger eta (closer to E), then to fewer step calls; when E itself (eta = 1) is
+chosen, one sample is stored. Writes ``RUN/sampler_selection.json``, which the export puts into the
+step model's card (``extra.eta``, ``extra.t_start``, ``extra.steps_default``, ``extra.samples_default``).
 """
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def score(out_u8: np.ndarray, clear_u8: np.ndarray) -> Dict[str, float]:
 
 def choose(rows: List[dict], e_scores: Dict[str, float], grain_limit: bool = True) -> dict:
     """The row with the highest mean PSNR whose SSIM is not below E's (and grain not above
-    max(1, E's)); ties to the larger eta. Rows with eta = 1 are E itself and always qualify."""
+    max(1, E's)); ties to the larger eta, then to fewer step calls. Rows with eta = 1 are E itself
+    and always qualify (averaging copies of E adds nothing: one sample)."""
     max_grain = max(1.0, e_scores["grain"])
 
     def ok(r):
@@ -66,7 +68,8 @@ def choose(rows: List[dict], e_scores: Dict[str, float], grain_limit: bool = Tru
             return True
         return r["ssim"] >= e_scores["ssim"] and (not grain_limit or r["grain"] <= max_grain)
     candidates = [r for r in rows if ok(r)]
-    return max(candidates, key=lambda r: (round(r["psnr"], 6), r["eta"]))
+    best = max(candidates, key=lambda r: (round(r["psnr"], 6), r["eta"], -r.get("steps", 1) * r.get("samples", 1)))
+    return dict(best, samples=1) if best["eta"] >= 1.0 else best
 
 
 def main(argv=None) -> int:
@@ -76,7 +79,7 @@ def main(argv=None) -> int:
     p.add_argument("--etas", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0])
     p.add_argument("--t-starts", type=int, nargs="+",
                    help="truncated starts to try (-1 = full trajectory from pure noise); default: the run's t_start")
-    p.add_argument("--steps", nargs="+", help="STEPS or STEPSxSAMPLES (e.g. 10 5x2 2x5); default: the run's "
+    p.add_argument("--steps", nargs="+", type=steps_and_samples, help="STEPS or STEPSxSAMPLES (e.g. 10 5x2 2x5); default: the run's "
                                               "sample_steps, one sample")
     p.add_argument("--crop", type=int, default=256, help="central crop per pair (0 = whole image)")
     p.add_argument("--max-pairs", type=int, default=0, help="use only the first N validation pairs (0 = all)")
@@ -103,7 +106,7 @@ def main(argv=None) -> int:
     for t in t_starts:
         if trained_t is not None and (t is None or t > int(trained_t)):
             print(f"warning: t_start {t} is above the t <= {trained_t} the CNP was trained on", file=sys.stderr)
-    shapes = [steps_and_samples(s) for s in (args.steps or [str(config.get("sample_steps") or 10)])]
+    shapes = args.steps or [(int(config.get("sample_steps") or 10), 1)]
     etas = sorted(set(float(e) for e in args.etas) | {1.0})
 
     validation = PairDataset(split_roots(args.data or config["data"]), "validation", bands)

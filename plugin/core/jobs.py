@@ -172,7 +172,8 @@ def remove_clouds_optical(*, optical: str, output: str, model: Optional[str] = N
     """Reference model E alone (``mode="reference"``) or E + the DE sampling loop; ``steps``,
     ``samples`` and ``eta`` None = the values stored in the step model's card (chosen on validation
     pairs)."""
-    from .pipelines.optical_cloud_removal import DiffusionProcessor, ReferenceProcessor, default_steps
+    from .pipelines.optical_cloud_removal import (DiffusionProcessor, ReferenceProcessor, default_samples,
+                                                  default_steps)
 
     spec = tool("remove_clouds_optical")
     model = model or default_model(spec.slot("model").default_task)
@@ -193,11 +194,12 @@ def remove_clouds_optical(*, optical: str, output: str, model: Optional[str] = N
                 raise Cancelled("cancelled by the user; no output was written")
 
         steps = default_steps(step_session) if steps is None else steps
+        samples = default_samples(step_session) if samples is None else samples
         try:
             processor = DiffusionProcessor(session, step_session, steps=steps, eta=eta, seed=seed, on_step=on_step,
                                            samples=samples)
-        except ValueError as exc:
-            raise InputError(f"steps: {exc}") from exc
+        except ValueError as exc:   # each message names its parameter
+            raise InputError(str(exc)) from exc
         tags.update(SKYCLEAR_STEP_MODEL_FILE=os.path.basename(step_model), SKYCLEAR_STEPS=str(processor.steps),
                     SKYCLEAR_SAMPLES=str(processor.samples),
                     SKYCLEAR_ETA=str(processor.eta), SKYCLEAR_SEED=str(seed))

@@ -343,8 +343,8 @@ TOOLS: Tuple[ToolSpec, ...] = (
                    "diffusion (reference + sampling) or reference (fast, reference network only).",
                    default="diffusion", choices=OPTICAL_MODES, section="model"),
             Option("steps", "STEPS", INT, "Sampling steps (-1 = the step model's validated count)",
-                   "number of DDIM sampling steps: more is slower; -1 = the count stored in the step "
-                   "model's card.", default=None, from_model=True,
+                   "number of DDIM steps of each sampling run (the step model runs steps × samples times per "
+                   "tile): more is slower; -1 = the count stored in the step model's card.", default=None, from_model=True,
                    title="Diffusion steps", minimum=1, maximum=1000, when=(("mode", ("diffusion",)),)),
             Option("samples", "SAMPLES", INT, "Samples averaged (-1 = the step model's validated count)",
                    "number of sampling runs from independent noise whose mean is the output; the step "

@@ -397,9 +397,12 @@ def steps_and_samples(text: str) -> Tuple[int, int]:
     sampler selection name a run shape."""
     steps, _, samples = str(text).lower().partition("x")
     try:
-        return int(steps), int(samples or 1)
+        shape = int(steps), int(samples or 1)
     except ValueError:
-        raise ValueError(f"expected STEPS or STEPSxSAMPLES (e.g. 10 or 2x5), got {text!r}") from None
+        shape = (0, 0)
+    if min(shape) < 1:
+        raise ValueError(f"expected STEPS or STEPSxSAMPLES, both at least 1 (e.g. 10 or 2x5), got {text!r}")
+    return shape
 
 
 def default_samples(step_session) -> int:
