@@ -150,7 +150,6 @@ def synthetic_sar(optical: Path) -> Path:
 def run_ibhfn(model: str, scene: str, out: str, compression: str = "deflate") -> dict:
     """The bundled IB-HFN (default tile 256) on a 13-band scene plus synthetic SAR."""
     from skyclear.plugin.core import jobs
-
     from skyclear.plugin.core.zoo import default_model
 
     report = jobs.remove_clouds_sar(optical=scene, sar=str(synthetic_sar(Path(scene))), output=out,

@@ -255,25 +255,24 @@ class DiffusionProcessor:
     ``eta`` None = the card's ``extra.eta`` (chosen on validation pairs at export), else 0.3.
     ``t_start`` "card" = the card's ``extra.t_start`` (absent: full trajectory from pure noise);
     None forces the full trajectory; an int starts from q(x0_E, t_start).
-    ``samples`` trajectories are averaged (None = the card's ``extra.samples_default``, else 1);
-    the step graph runs ``steps * samples`` times per tile.
+    ``samples`` trajectories are averaged; the step graph runs ``steps * samples`` times per tile
+    (``default_steps``/``default_samples`` read the card's validated values, as the job does).
     """
 
     def __init__(self, reference_session, step_session, steps: int = 10, eta: Optional[float] = None,
                  seed: int = 0, sampler: str = "ddim", eta_ddim: float = 0.0,
                  schedule: Optional[Dict[str, float]] = None, iobinding="auto",
                  on_step: Optional[Callable[[int, int], None]] = None, t_start="card",
-                 samples: Optional[int] = 1):
+                 samples: int = 1):
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if eta is None:
             eta = default_eta(step_session)
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
-        samples = default_samples(step_session) if samples is None else int(samples)
-        if samples < 1:
+        if int(samples) < 1:
             raise ValueError(f"samples must be at least 1, got {samples}")
-        self.samples = samples
+        self.samples = int(samples)
         self.reference = ReferenceProcessor(reference_session)
         self.step_session = step_session
         self.steps, self.eta, self.seed, self.sampler, self.eta_ddim = int(steps), float(eta), int(seed), sampler, eta_ddim
