@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..plugin.core import tools
+from ..plugin.core.bands import parse_band_list
 from ..plugin.core.errors import SkyClearError
 
 
@@ -50,20 +51,6 @@ def _int(value) -> int:
     if number != int(number):
         raise ValueError(f"expected a whole number, got {value!r}")
     return int(number)
-
-
-def _bands(value) -> Optional[List[int]]:
-    if isinstance(value, (list, tuple)):
-        bands = [_int(v) for v in value]
-    else:
-        text = str(value).replace(";", ",")
-        try:
-            bands = [int(part) for part in text.split(",") if part.strip()]
-        except ValueError:
-            raise ValueError(f"expected a band list like 4,3,2, got {value!r}") from None
-    if any(b < 1 for b in bands):
-        raise ValueError(f"band numbers start at 1, got {value!r}")
-    return bands or None
 
 
 def _choice(options: Sequence[str]) -> Callable[[Any], str]:
@@ -165,7 +152,7 @@ def _tool(spec: tools.ToolSpec) -> Tool:
     for item in spec.inputs:
         params[item.param] = Param(item.keyword, RASTER)
         if item.bands_param:
-            params[item.bands_param] = Param(item.bands_keyword, VALUE, _bands)
+            params[item.bands_param] = Param(item.bands_keyword, VALUE, parse_band_list)
     params.update({slot.param: Param(slot.keyword, MODEL) for slot in spec.models})
     params.update({option.param: _option_param(option) for option in spec.all_options()})
     params.update({output.param: Param(output.keyword, OUTPUT) for output in spec.outputs})

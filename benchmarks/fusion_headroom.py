@@ -1,4 +1,4 @@
-"""How far above both classical fusions can ANY fused image get? An upper bound for issue 12's bar.
+"""How far above both classical fusions can ANY fused image get? An estimate of the ceiling for issue 12's bar.
 
     python benchmarks/fusion_headroom.py [--steps 200] [--start-average 0.0] [--pairs validation|heldout]
 
@@ -10,9 +10,10 @@ Laplacian pyramid — the criterion the fusion trainer selects checkpoints by. T
 trainer's differentiable ports (``models/fusion/losses.py``); the final images are scored the way
 the trainer validates (RGB = optical + (fused − Y), 8-bit, BT.601 grey, the plugin's metrics).
 
-No network can do better on these images than free pixels, so if the bound's worst margin stays
-below 0, the bar ("beat both classical methods on Qabf, VIF and SSIM at once") is beyond reach
-on them. ``--pairs heldout`` asks the same of the held-out pairs: a statement about the bar on
+A network's output is one such image, so what free pixels reach bounds what a network reaches on
+these images -- up to the optimiser: Adam finds a local optimum of a non-convex objective, so this
+is an estimate of the ceiling, not a proof. If its worst margin stays below 0, the bar ("beat both
+classical methods on Qabf, VIF and SSIM at once") is at best within a hair's reach on them. ``--pairs heldout`` asks the same of the held-out pairs: a statement about the bar on
 those images, not a model choice (nothing trained or selected uses it). ~2 minutes per 200 steps
 on one CPU thread.
 """

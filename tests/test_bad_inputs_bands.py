@@ -194,6 +194,80 @@ def test_partly_out_of_range_warns_and_runs(tmp_path, caplog):
         bands.parse_scale("bright")
 
 
+def _float_copy(src: Path, dst: Path, convert) -> str:
+    with rasterio.open(src) as ds:
+        profile = dict(ds.profile, dtype="float32", nodata=None)
+        data = convert(ds.read().astype(np.float32))
+        descriptions = ds.descriptions
+    with rasterio.open(dst, "w", **profile) as out:
+        out.write(data.astype(np.float32))
+        out.descriptions = descriptions
+    return str(dst)
+
+
+def test_reflectance_in_0_to_1_is_refused_and_auto_scales_like_the_dn_run(tmp_path, data_dir):
+    scene = s2_scene(data_dir)
+    sar = str(scene.parent / "s1.tif")
+    unit = _float_copy(scene, tmp_path / "unit.tif", lambda dn: dn / 10000.0)
+    out = tmp_path / "clear.tif"
+    with pytest.raises(InputError) as err:   # all inside 0–10000, so only the unit check can catch it
+        jobs.remove_clouds_sar(optical=unit, sar=sar, output=str(out), device="cpu")
+    message = str(err.value)
+    assert "OPTICAL" in message and "0–1" in message and "SCALE=auto" in message and "×10000" in message
+    assert not out.exists() and not list(tmp_path.glob("*.part*"))
+
+    jobs.remove_clouds_sar(optical=unit, sar=sar, output=str(out), device="cpu", value_scale="auto")
+    dn_out = tmp_path / "clear_dn.tif"
+    jobs.remove_clouds_sar(optical=str(scene), sar=sar, output=str(dn_out), device="cpu")
+    with rasterio.open(out) as got, rasterio.open(dn_out) as want:
+        assert got.dtypes[0] == "float32"   # the input's units and type
+        valid = want.read_masks(1) > 0
+        diff = np.abs(got.read().astype(np.float64) - want.read().astype(np.float64) / 10000.0)[:, valid]
+        assert diff.max() < 1e-4   # the DN run rounds to whole DN (0.5e-4)
+    # SCALE=none runs the values as they are: a warning, not a refusal
+    jobs.remove_clouds_sar(optical=unit, sar=sar, output=str(tmp_path / "as_is.tif"), device="cpu",
+                           value_scale="none")
+
+
+def test_linear_sar_is_refused_with_the_db_fix_even_with_auto(tmp_path, data_dir):
+    scene = s2_scene(data_dir)
+    linear = _float_copy(scene.parent / "s1.tif", tmp_path / "linear.tif", lambda db: 10.0 ** (db / 10.0))
+    for scale in (None, "auto"):
+        with pytest.raises(InputError) as err:
+            jobs.remove_clouds_sar(optical=str(scene), sar=linear, output=str(tmp_path / "o.tif"), device="cpu",
+                                   value_scale=scale)
+        assert "SAR" in str(err.value) and "10·log10" in str(err.value) and "SCALE=auto" not in str(err.value)
+    assert not list(tmp_path.glob("o*"))
+
+
+def test_headless_run_warns_when_the_sar_covers_part_of_the_optical(tmp_path, data_dir, caplog):
+    from rasterio.windows import Window, transform as window_transform
+
+    scene = s2_scene(data_dir)
+    with rasterio.open(scene.parent / "s1.tif") as ds:
+        window = Window(0, 0, ds.width, 100)
+        profile = dict(ds.profile, height=100, transform=window_transform(window, ds.transform))
+        top = tmp_path / "top.tif"
+        with rasterio.open(top, "w", **profile) as out:
+            out.write(ds.read(window=window))
+    with caplog.at_level(logging.WARNING, logger="skyclear"):
+        jobs.remove_clouds_sar(optical=str(scene), sar=str(top), output=str(tmp_path / "o.tif"), device="cpu")
+    assert "SAR: top.tif covers only 39 % of the optical raster" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="skyclear"):
+        jobs.remove_clouds_sar(optical=str(scene), sar=str(scene.parent / "s1.tif"), output=str(tmp_path / "f.tif"),
+                               device="cpu")
+    assert "covers only" not in caplog.text
+
+
+def test_band_lists_count_from_one():
+    assert bands.parse_band_list("4,3,2") == [4, 3, 2] and bands.parse_band_list([4.0, 3]) == [4, 3]
+    assert bands.parse_band_list("") is None and bands.parse_band_list(None) is None
+    for bad, words in (("0,1,2", "start at 1"), ("2.5", "band list like"), ("red", "band list like")):
+        with pytest.raises(ValueError, match=words):
+            bands.parse_band_list(bad)
+
+
 def test_processing_feedback_gets_the_value_range_warning(provider, tmp_path, recording_feedback):
     import processing
 

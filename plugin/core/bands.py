@@ -216,6 +216,7 @@ def resolve_file_bands(path: str, wanted: Sequence[str], label: str,
 MISMATCH_FRACTION = 0.5    # warn when more values than this fall outside the clip range
 FLAT_FRACTION = 0.95       # refuse (without a value_scale) when this many do: a flat output
 SAMPLE_PERCENTILES = (1.0, 99.0)
+UNIT_HIGH = 1.5   # reflectance stored as 0–1 rarely has its 99th percentile above this (bright cloud)
 
 
 @dataclass(frozen=True)
@@ -258,16 +259,31 @@ class RangeCheck:
     samples: int
     suggested: Optional[ValueScale]
     role: str = "optical"
+    # "range": judged by the fraction outside the clip range; "unit": optical values in 0–1 for a
+    # model made for DN or 8-bit values (all inside its range, but a sliver of it); "linear_sar":
+    # SAR values all >= 0 for a model made for dB (no linear scaling can fix that)
+    kind: str = "range"
 
     @property
     def mismatch(self) -> bool:
-        return self.samples > 0 and self.fraction_outside > MISMATCH_FRACTION
+        return self.samples > 0 and (self.kind == "unit" or self.fraction_outside > MISMATCH_FRACTION)
 
     @property
     def flat(self) -> bool:
-        return self.samples > 0 and self.fraction_outside >= FLAT_FRACTION
+        return self.samples > 0 and (self.kind == "unit" or self.fraction_outside >= FLAT_FRACTION)
 
     def message(self, model_name: str) -> str:
+        if self.kind == "unit":
+            gain = self.suggested.parameter()
+            return (f"{self.label}: the sampled values run {self.sample_low:g}–{self.sample_high:g}, a sliver of "
+                    f"the range model '{model_name}' was made for ({self.clip[0]:g}–{self.clip[1]:g}): they look "
+                    "scaled to 0–1 (e.g. reflectance as a fraction), and the result would be meaningless. Fix: SCALE=auto (here "
+                    f"×{gain}, so 1.0 becomes {self.clip[1]:g}) or SCALE={gain}; SCALE=none runs them as they are.")
+        if self.kind == "linear_sar":
+            return (f"{self.label}: the sampled values run {self.sample_low:g}–{self.sample_high:g}, all ≥ 0, but "
+                    f"model '{model_name}' takes backscatter in dB ({self.clip[0]:g}–{self.clip[1]:g}): this looks "
+                    "like linear backscatter (power or amplitude). Convert it to dB first, 10·log10(value) (QGIS "
+                    "Raster calculator, or gdal_calc.py --calc=\"10*log10(A)\"); SCALE cannot do that.")
         side = ("above" if self.fraction_above >= self.fraction_below else "below")
         text = (f"{self.label}: {100 * self.fraction_outside:.0f} % of the sampled values lie outside the "
                 f"range model '{model_name}' was made for ({self.clip[0]:g}–{self.clip[1]:g}; mostly {side}; "
@@ -341,6 +357,10 @@ def range_check(values: np.ndarray, spec: TensorSpec, label: str) -> Optional[Ra
     clip = (min(c[0] for c in clipped), max(c[1] for c in clipped))
     check = RangeCheck(label, clip, float((above | below).sum()) / n, float(above.sum()) / n,
                        float(below.sum()) / n, low, high, values.shape[1], None, spec.role)
+    if spec.role == "optical" and clip[1] >= 100 and -UNIT_HIGH <= low and 0 < high <= UNIT_HIGH:
+        return replace(check, kind="unit", suggested=ValueScale(clip[1]))
+    if spec.role == "sar" and clip[1] <= 0 and low >= 0 and check.mismatch:
+        return replace(check, kind="linear_sar")
     if check.mismatch:
         check = replace(check, suggested=suggest_scale(low, high, clip))
     return check
@@ -365,6 +385,24 @@ def dtype_range_problem(label: str, model_name: str, clip_high: Optional[float],
         return (f"Model '{model_name}' expects {label} values up to {clip_high:g} (e.g. Sentinel-2 DN) but the "
                 "raster is 8-bit: the result will be very dark. Use a model made for 8-bit images.")
     return None
+
+
+def parse_band_list(value) -> Optional[List[int]]:
+    """"4,3,2" (or a sequence) -> [4, 3, 2]; empty -> None (automatic). ValueError saying what is wrong."""
+    if isinstance(value, (list, tuple)):
+        parts = [str(v) for v in value]
+    else:
+        parts = str(value or "").replace(";", ",").split(",")
+    try:
+        numbers = [float(part) for part in parts if part.strip()]
+    except ValueError:
+        numbers = [0.5]
+    if any(n != int(n) for n in numbers):
+        raise ValueError(f"expected a comma-separated band list like 4,3,2, got {value!r}")
+    bands = [int(n) for n in numbers]
+    if any(b < 1 for b in bands):
+        raise ValueError(f"band numbers start at 1, got {value!r}")
+    return bands or None
 
 
 ScaleArg = Union[None, str, float, int, ValueScale]
@@ -435,9 +473,11 @@ def apply_value_range(card: ModelCard, sources: Dict, value_scale: ScaleArg = No
     """The value-range check of every run: sample each input, warn, refuse or scale.
 
     ``value_scale`` None: warn (log + ``warn``) when most values are outside the clip range,
-    raise InputError with the fix when nearly all are (the output would be flat).
-    "auto": scale every mismatched input by its suggested scaling. A ``ValueScale`` (or a
-    number): scale the optical inputs by it. Returns the card to run and provenance tags.
+    raise InputError with the fix when nearly all are (the output would be flat) or when optical
+    values are 0–1 for a DN/8-bit model. "auto": scale every mismatched input by its suggested
+    scaling (linear SAR has none: still refused). A ``ValueScale`` (or a number): scale the optical
+    inputs by it; the identity (SCALE=none) runs every input as it is, refusing nothing. Returns
+    the card to run and provenance tags.
     """
     scale = parse_scale(value_scale)
     labels = labels or {}
@@ -479,7 +519,8 @@ def apply_value_range(card: ModelCard, sources: Dict, value_scale: ScaleArg = No
             continue
         if scale == "auto" and check.suggested is not None:
             scale_input(spec.name, label, check.suggested)
-        elif check.flat and scale is None:
+        elif check.flat and not (isinstance(scale, ValueScale) and (scale.identity or spec.name in applied)):
+            # refused unless the user scaled this input or asked for it as it is (SCALE=none)
             raise InputError(check.message(card.name))
         else:
             say(check.message(card.name))

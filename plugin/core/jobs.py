@@ -11,6 +11,7 @@ from the registry (``tools.with_defaults``), not from these signatures.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, replace
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -26,6 +27,8 @@ from .raster_io import describe_raster, output_format_problem
 from .tools import require_card, sibling_path, tool, with_defaults
 from .zoo import default_model
 
+log = logging.getLogger("skyclear")
+
 Bands = Optional[Sequence[int]]
 
 
@@ -35,8 +38,14 @@ def _run(card, paths, processor, outputs, *, provider, tile_size, overlap, band_
     sources = open_sources(card, paths, band_lists, labels, extent, s2_zero_nodata=s2_zero_nodata)
     try:
         card, scale_tags = apply_value_range(card, sources, value_scale, labels)
+        grid = sources[grid_input(card).name].grid
+        for spec in card.inputs_with_role("sar"):
+            covered = sar_coverage(sources[spec.name], grid)
+            if covered < 0.99:
+                log.warning(f"SAR: {os.path.basename(paths[spec.name])} covers only {100 * covered:.0f} % of the "
+                            + ("chosen extent" if extent is not None else "optical raster")
+                            + "; the rest of the output will be nodata")
         if hasattr(processor, "bind_grid"):  # processors that must know where the image ends
-            grid = sources[grid_input(card).name].grid
             processor.bind_grid(grid.height, grid.width)
         return run_tiled(card, sources, processor, outputs, tile_size, overlap, provider=provider,
                          progress=progress, is_cancelled=is_cancelled, block_hook=block_hook,
@@ -205,8 +214,8 @@ def remove_clouds_optical(*, optical: str, output: str, model: Optional[str] = N
                     SKYCLEAR_ETA=str(processor.eta), SKYCLEAR_SEED=str(seed))
     return _run(card, {card.inputs[0].name: optical}, processor, {card.outputs[0].name: output},
                 provider=provider, tile_size=tile_size, overlap=overlap,
-                band_lists=_band_lists(card, optical_bands, None), labels=_labels(card), extent=extent,
-                progress=progress, is_cancelled=is_cancelled, tags=tags, value_scale=value_scale,
+                band_lists=_band_lists(card, optical_bands, None), labels={card.inputs[0].name: "INPUT"},
+                extent=extent, progress=progress, is_cancelled=is_cancelled, tags=tags, value_scale=value_scale,
                 compression=compression)
 
 
@@ -291,8 +300,6 @@ def check_grids(*, optical: str, sar: Optional[str] = None, extent=None) -> Grid
     """Open the rasters as the engine does (``RasterSource`` on the optical grid, cut to
     ``extent``): raises its ``InputError`` when they cannot be aligned or the extent misses
     the optical raster; else says how the SAR will be aligned."""
-    from rasterio.warp import transform_bounds
-
     from .raster_io import RasterSource, subgrid
 
     with RasterSource(optical, [1], "OPTICAL") as whole:
@@ -302,19 +309,27 @@ def check_grids(*, optical: str, sar: Optional[str] = None, extent=None) -> Grid
         return GridCheck(crs, crs, False, False, 1.0)
     with RasterSource(sar, [1], "SAR", grid=grid) as source:
         ds = source.dataset
-        coverage = 1.0
-        if source.aligned and ds.crs is not None and grid.crs is not None:
-            box = transform_bounds(ds.crs, grid.crs, *ds.bounds, densify_pts=21)
-            gx0, gy0, gx1, gy1 = grid.bounds
-            inter = max(0.0, min(box[2], gx1) - max(box[0], gx0)) * max(0.0, min(box[3], gy1) - max(box[1], gy0))
-            area = (gx1 - gx0) * (gy1 - gy0)
-            coverage = inter / area if area > 0 else 1.0
 
         def name(crs) -> str:
             return "" if crs is None else crs.to_string()
 
         return GridCheck(name(ds.crs), name(grid.crs), ds.crs != grid.crs and ds.crs is not None,
-                         source.aligned, coverage)
+                         source.aligned, sar_coverage(source, grid))
+
+
+def sar_coverage(source, grid) -> float:
+    """The fraction of ``grid``'s area that the raster behind ``source`` (an open ``RasterSource``
+    on that grid) covers; 1.0 when it is not georeferenced (it is then taken pixel for pixel)."""
+    from rasterio.warp import transform_bounds
+
+    ds = source.dataset
+    if not source.aligned or ds.crs is None or grid.crs is None:
+        return 1.0
+    box = transform_bounds(ds.crs, grid.crs, *ds.bounds, densify_pts=21)
+    gx0, gy0, gx1, gy1 = grid.bounds
+    inter = max(0.0, min(box[2], gx1) - max(box[0], gx0)) * max(0.0, min(box[3], gy1) - max(box[1], gy0))
+    area = (gx1 - gx0) * (gy1 - gy0)
+    return inter / area if area > 0 else 1.0
 
 
 def output_problems(outputs: Sequence[Tuple[str, str]],

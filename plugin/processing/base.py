@@ -115,13 +115,12 @@ class SkyClearAlgorithm(QgsProcessingAlgorithm):
         return parse_scale(self.parameterAsString(parameters, "SCALE", context) or "")
 
     def bands(self, parameters, name, context):
-        text = (self.parameterAsString(parameters, name, context) or "").strip()
-        if not text:
-            return None
+        from ..core.bands import parse_band_list
+
         try:
-            return [int(part) for part in text.replace(";", ",").split(",") if part.strip()]
-        except ValueError:
-            raise QgsProcessingException(f"{name}: expected a comma-separated band list like 4,3,2, got {text!r}")
+            return parse_band_list(self.parameterAsString(parameters, name, context))
+        except ValueError as exc:
+            raise QgsProcessingException(f"{name}: {exc}") from None
 
     def raster_path(self, parameters, name, context, optional=False):
         layer = self.parameterAsRasterLayer(parameters, name, context)

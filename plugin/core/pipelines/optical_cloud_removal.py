@@ -280,7 +280,11 @@ class DiffusionProcessor:
         T = int(self.schedule["T"])
         self.t_start = default_t_start(step_session) if isinstance(t_start, str) and t_start == "card" else (
             None if t_start is None else int(t_start))
-        sampling_timesteps(T, self.steps, self.t_start)  # validates steps and t_start early
+        if self.t_start is not None and not 0 <= self.t_start < T:
+            raise ValueError(f"t_start must be in [0, {T - 1}], got {self.t_start}")
+        limit, why = steps_limit(T, self.t_start)
+        if not 1 <= self.steps <= limit:
+            raise ValueError(f"steps must be between 1 and {limit} for this step model ({why}), got {self.steps}")
         self.last_weights: List[float] = []
         # called as on_step(i, steps * samples) before each step call: reports progress, and may raise to cancel
         self.on_step = on_step
@@ -374,6 +378,19 @@ def default_eta(step_session) -> float:
         return float(_card_extra(step_session)["eta"])
     except (KeyError, TypeError, ValueError):
         return ETA_DEFAULT
+
+
+def steps_limit(T: int, t_start: Optional[int]) -> Tuple[int, str]:
+    """(most sampling steps, why): one step per timestep from the trajectory's start down to 0."""
+    if t_start is None:
+        return T, f"it has {T} timesteps"
+    return int(t_start) + 1, f"it samples from t = {t_start} down to 0"
+
+
+def card_steps_limit(extra: dict) -> Tuple[int, str]:
+    """``steps_limit`` of a step model from its card's ``extra`` block (no session needed)."""
+    t_start = extra.get("t_start")
+    return steps_limit(int(extra.get("T", T_DEFAULT)), None if t_start is None else int(t_start))
 
 
 def default_t_start(step_session) -> Optional[int]:
