@@ -314,9 +314,12 @@ def test_run_through_task_manager_adds_styled_layers(dialog, qgis_iface, tmp_pat
     items = probability.renderer().shader().rasterShaderFunction().colorRampItemList()
     assert items[0].color.alpha() == 0 and items[-1].color.alpha() > 200
     assert group.findLayers()[0].layer() is probability          # probability drawn above the image
-    messages = qgis_iface.messageBar().get_messages(3)         # Qgis.Success
+    # this pair's SAR grid is offset by a few pixels: the run warns that 2 % of the output is nodata,
+    # so it ends with a warning-level message instead of a success one
+    assert [w for w in task.warnings if "covers only 98 % of the optical raster" in w], task.warnings
+    messages = qgis_iface.messageBar().get_messages(1)         # Qgis.Warning
     assert messages and "finished" in messages[-1] and "CPUExecutionProvider" in messages[-1] \
-        and "open output folder" in messages[-1]
+        and "1 warning" in messages[-1] and "open output folder" in messages[-1]
     assert task.status_text.startswith("100%")
     # a second run over the same file replaces the layers instead of duplicating them
     dialog.validate()
