@@ -430,3 +430,10 @@ def test_diffusion_reports_progress_within_a_single_tile(tmp_path, data_dir):
                                progress=lambda fraction, message: seen.append(fraction))
     assert len(seen) >= 5 and seen == sorted(seen) and seen[-1] == 1.0
     assert 0 < seen[0] < 1  # before the tile was finished
+
+
+def test_a_missing_folder_is_named_once_for_all_its_outputs(tmp_path):
+    folder = tmp_path / "not_there"
+    problems = jobs.output_problems([("OUTPUT", str(folder / "clear.tif")),
+                                     ("CLOUD_PROBABILITY", str(folder / "clear_cloud_probability.tif"))])
+    assert problems == [f"output folder does not exist: {folder}"]

@@ -355,4 +355,4 @@ def output_problems(outputs: Sequence[Tuple[str, str]],
             check_output_paths(outputs, inputs)
         except InputError as exc:
             problems.append(str(exc))
-    return problems
+    return list(dict.fromkeys(problems))   # one line per folder, however many outputs it would hold
