@@ -131,13 +131,13 @@ def _plan(job: Job, files: _Files) -> Plan:
     except SkyClearError as exc:
         job.problems.append(str(exc))
         return plan
-    if kw.get("step_model") and kw.get("steps") is not None:
-        from ..plugin.core.pipelines.optical_cloud_removal import card_steps_limit
+    uses_steps = any(slot.keyword == "step_model" for slot in tool.spec.models_in_use(kw))
+    if uses_steps and kw.get("step_model") and kw.get("steps") is not None:
+        from ..plugin.core.pipelines.optical_cloud_removal import card_steps_problem
 
-        limit, why = card_steps_limit(files.card(kw["step_model"]).extra)
-        if not 1 <= kw["steps"] <= limit:
-            job.problems.append(f"STEPS: steps must be between 1 and {limit} for this step model ({why}), "
-                                f"got {kw['steps']}")
+        problem = card_steps_problem(files.card(kw["step_model"]).extra, kw["steps"])
+        if problem:
+            job.problems.append(problem)
     plan.outputs = tool.spec.output_files(kw, card)
     job.problems += output_problems(list(plan.outputs.items()))
     try:

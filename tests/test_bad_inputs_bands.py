@@ -260,10 +260,38 @@ def test_headless_run_warns_when_the_sar_covers_part_of_the_optical(tmp_path, da
     assert "covers only" not in caplog.text
 
 
+def test_unit_checks_survive_fill_values_and_spare_integer_and_db_files():
+    from dataclasses import replace
+
+    from skyclear.plugin.core.model_card import parse_card
+
+    rng = np.random.default_rng(0)
+    s2 = parse_card(base_card(S2[:3], S2[:3], clip=(0, 10000), scale=10000.0)).inputs[0]
+    sar = replace(parse_card(base_card(["VV"], ["VV"], clip=(-25, 0), scale=25.0)).inputs[0], role="sar")
+    unit = rng.uniform(0.02, 0.6, (3, 4000))
+    unit[:, :120] = -9999                                         # 3 % undeclared fill
+    assert bands.range_check(unit, s2, "OPTICAL").kind == "unit"
+    assert bands.range_check(unit, s2, "OPTICAL", units=False).kind == "range"   # the user scaled it
+    assert bands.range_check(rng.uniform(-1, 1, (3, 4000)), s2, "OPTICAL").kind == "range"   # not reflectance
+    assert bands.range_check(rng.integers(0, 2, (3, 4000)).astype(float), s2, "OPTICAL").kind == "range"  # a mask
+    assert bands.range_check(rng.uniform(0.01, 0.9, (3, 4000)), s2, "OPTICAL").suggested.gain == 10000
+    linear = rng.uniform(0.001, 0.5, (1, 4000))
+    linear[:, :500] = 0                                           # 12.5 % zero border
+    linear[:, 500:580] = -0.001                                   # noise removal leaves a few negatives
+    check = bands.range_check(linear, sar, "SAR")
+    assert check.kind == "linear_sar" and check.refused and check.suggested is None
+    display = np.round(rng.uniform(0, 255, (1, 4000)))           # 8-bit display-scaled dB: a linear map fixes it
+    check = bands.range_check(display, sar, "SAR")
+    assert check.kind == "range" and check.suggested is not None and "linear backscatter" in check.message("m")
+    db = rng.uniform(-22, -3, (1, 4000))
+    assert not bands.range_check(db, sar, "SAR").mismatch
+
+
 def test_band_lists_count_from_one():
     assert bands.parse_band_list("4,3,2") == [4, 3, 2] and bands.parse_band_list([4.0, 3]) == [4, 3]
     assert bands.parse_band_list("") is None and bands.parse_band_list(None) is None
-    for bad, words in (("0,1,2", "start at 1"), ("2.5", "band list like"), ("red", "band list like")):
+    for bad, words in (("0,1,2", "start at 1"), (0, "start at 1"), ("2.5", "band list like"), ("red", "band list like"),
+                       ("inf", "band list like"), ("nan", "band list like")):
         with pytest.raises(ValueError, match=words):
             bands.parse_band_list(bad)
 

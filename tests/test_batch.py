@@ -247,6 +247,8 @@ def test_whole_manifest_is_validated_before_anything_runs(data_dir, tmp_path):
         {"tool": "remove_clouds_optical", "INPUT": str(optical), "OUTPUT": "dup.tif", "STEPS": "many"},
         {"tool": "remove_clouds_optical", "INPUT": str(optical), "OUTPUT": "dup.tif", "COLOUR": "red"},
         {"tool": "remove_clouds_optical", "INPUT": str(optical), "OUTPUT": "deep.tif", "STEPS": 1000},
+        {"tool": "remove_clouds_optical", "INPUT": str(optical), "OUTPUT": "ref.tif", "STEPS": 1000,
+         "MODE": "reference", "STEP_MODEL": str(ZOO / "de_step_rice.onnx")},   # STEPS unused: no problem
         {"tool": "fuse_sar_optical", "SAR": str(sar), "OPTICAL": str(optical), "OUTPUT": str(sar)},
         {"tool": "remove_clouds_sar", "OPTICAL": str(optical), "SAR": str(sar), "OUTPUT": "x.tif",
          "MODEL": str(ZOO / "fusion_hier_small.onnx")},
@@ -256,11 +258,12 @@ def test_whole_manifest_is_validated_before_anything_runs(data_dir, tmp_path):
         run_batch(str(tmp_path / "jobs.jsonl"), workers=0, progress=False)
     text = str(info.value)
     assert "nothing was run" in text
-    for expected in ("row 1 (fine): SAR", "is the output 'fused' of row 6", "row 2 (a): SAR: file not found", "STEPS: expected a whole number", "also written by",
+    for expected in ("row 1 (fine): SAR", "is the output 'fused' of row 7", "row 2 (a): SAR: file not found", "STEPS: expected a whole number", "also written by",
                      "has no parameter(s) COLOUR", "would be overwritten",
                      "row 5 (deep): STEPS: steps must be between 1 and 301 for this step model (it samples from t = 300",
                      "is a 'sar_optical_fusion' model, not a 'sar_cloud_removal' model", "unknown tool 'sharpen'"):
         assert expected in text, expected
+    assert "(ref)" not in text
     assert not list(tmp_path.glob("*.tif"))
 
 

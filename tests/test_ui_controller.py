@@ -169,6 +169,27 @@ def test_wrong_product_and_value_range(tmp_path):
     assert controller.job_kwargs(scaled_form)["value_scale"] == "auto"
 
 
+def test_values_in_another_unit_are_named_in_the_dialog(tmp_path):
+    eight = identity_model(str(tmp_path / "rgb8.onnx"), 3, tile=64, overlap=8)
+    unit = logic.layer_info_from_file(write_raster(
+        str(tmp_path / "unit.tif"), (random_image((3, 80, 80), "uint8") / 255.0).astype("float32")))
+    refused = checks.Checker().validate(form("custom", tmp_path, unit, models={"model": eight}))
+    assert "look scaled to 0–1" in errors(refused) and "flat" not in errors(refused) and refused.range_flagged
+    scaled = checks.Checker().validate(form("custom", tmp_path, unit, models={"model": eight}, rescale=True))
+    assert scaled.errors == [] and any("×255" in t for _, t in scaled.messages), scaled.messages
+
+
+def test_dialog_refuses_more_steps_than_the_step_model_takes(scene, tmp_path):
+    zoo = os.path.join(os.path.dirname(__file__), "..", "models", "zoo")
+    models = {"model": os.path.join(zoo, "de_reference_rice.onnx"), "step_model": os.path.join(zoo, "de_step_rice.onnx")}
+    too_many = checks.Checker().validate(form("optical_cloud_removal", tmp_path, scene["optical"], models=models,
+                                              values={"mode": "diffusion", "steps": 302}))
+    assert "Diffusion steps must be between 1 and 301 for this step model" in errors(too_many)
+    fine = checks.Checker().validate(form("optical_cloud_removal", tmp_path, scene["optical"], models=models,
+                                          values={"mode": "diffusion", "steps": 301}))
+    assert "Diffusion steps" not in errors(fine)
+
+
 def test_estimate_counts_the_engines_tiles_and_times_a_real_tile(scene, tmp_path):
     model = conv_model(str(tmp_path / "m.onnx"), 3, 3, tile=64, overlap=8)
     f = form("custom", tmp_path, scene["optical"], models={"model": model}, values={"tile_size": 64})

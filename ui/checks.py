@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Set, Tuple
 from ..plugin.core import bands as core_bands
 from ..plugin.core import tools
 from ..plugin.core.errors import SkyClearError
+from ..plugin.core.pipelines.optical_cloud_removal import card_steps_problem
 from ..plugin.core.words import article, plural, sentence
 from . import controller, logic
 from .controller import Form
@@ -107,6 +108,12 @@ class Checker:
                 msgs.append((ERROR, problem))
             if form.refusals.get(slot.keyword):
                 msgs.append((ERROR, form.refusals[slot.keyword]))
+            steps = form.values.get("steps")
+            if slot.keyword == "step_model" and path and isinstance(steps, int) and steps >= 1:
+                step_card = logic.load_card(path)[0]
+                problem = card_steps_problem(step_card.extra, steps) if step_card is not None else None
+                if problem:
+                    msgs.append((ERROR, sentence(problem.replace("STEPS: steps", "Diffusion steps")) + "."))
         card = controller.model_card(form)
         sar_input = form.tool.input("sar")
         if card is not None and sar_input is not None and not sar_input.required:
@@ -150,14 +157,19 @@ class Checker:
         if not highs:
             return []
         check = self.range_check(info, role, card, form.bands.get(role))
+        who = "SAR" if role == "sar" else role.capitalize()
         if check is not None:
             if not check.mismatch:
                 return []
-            problem = (f"{role.capitalize()} values of '{info.name}' run {check.sample_low:g}–{check.sample_high:g} "
-                       f"({info.dtype}), but model '{card.name}' was made for {check.clip[0]:g}–{check.clip[1]:g}: "
-                       f"{100 * check.fraction_outside:.0f} % of them would be clipped and the result would be "
-                       + ("flat" if check.flat else "meaningless") + ". Choose the product the model was made for"
-                       " or another model.")
+            if check.kind == "range":
+                problem = (f"{who} values of '{info.name}' run {check.sample_low:g}–{check.sample_high:g} "
+                           f"({info.dtype}), but model '{card.name}' was made for {check.clip[0]:g}–{check.clip[1]:g}: "
+                           f"{100 * check.fraction_outside:.0f} % of them would be clipped and the result would be "
+                           + ("flat" if check.flat else "meaningless") + ".")
+            else:   # values in another unit (0–1 optical, linear SAR): the core says which
+                problem = f"{who} values of '{info.name}' ({info.dtype}) do not fit model '{card.name}': {check.problem()}."
+            if check.kind != "linear_sar":
+                problem += " Choose the product the model was made for or another model."
         else:
             problem = core_bands.dtype_range_problem(role, card.name, max(highs), info.dtype)
             if not problem:
@@ -173,7 +185,7 @@ class Checker:
     # -- grids -----------------------------------------------------------------------------------
     def grid_messages(self, optical, sar, extent) -> List[Message]:
         """The engine's alignment of the SAR onto the optical grid (and the extent's fit)."""
-        from ..plugin.core.jobs import check_grids
+        from ..plugin.core.jobs import SAR_COVERAGE_WARN, check_grids
 
         try:
             key = (optical.path, os.path.getmtime(optical.path), sar.path if sar else "",
@@ -200,7 +212,7 @@ class Checker:
         if found.reprojected:
             msgs.append((INFO, f"SAR is in {found.sar_crs}; it will be reprojected to the optical grid "
                                f"({found.optical_crs})."))
-        if found.coverage < 0.99:
+        if found.coverage < SAR_COVERAGE_WARN:
             msgs.append((WARNING, f"The SAR covers only {100 * found.coverage:.0f}% of the "
                                   + ("chosen extent" if extent else "optical raster")
                                   + "; the rest of the output will be nodata."))

@@ -216,7 +216,9 @@ def resolve_file_bands(path: str, wanted: Sequence[str], label: str,
 MISMATCH_FRACTION = 0.5    # warn when more values than this fall outside the clip range
 FLAT_FRACTION = 0.95       # refuse (without a value_scale) when this many do: a flat output
 SAMPLE_PERCENTILES = (1.0, 99.0)
-UNIT_HIGH = 1.5   # reflectance stored as 0–1 rarely has its 99th percentile above this (bright cloud)
+UNIT_RANGE = (-0.2, 1.5)   # reflectance as a fraction: L2A offsets reach -0.1, bright cloud exceeds 1
+UNIT_SHARE = 0.95          # ... when this share of the sampled values lies there (fill values aside)
+S2_QUANTIFICATION = 10000.0   # Sentinel-2 DN per unit of reflectance
 
 
 @dataclass(frozen=True)
@@ -259,41 +261,57 @@ class RangeCheck:
     samples: int
     suggested: Optional[ValueScale]
     role: str = "optical"
-    # "range": judged by the fraction outside the clip range; "unit": optical values in 0–1 for a
-    # model made for DN or 8-bit values (all inside its range, but a sliver of it); "linear_sar":
-    # SAR values all >= 0 for a model made for dB (no linear scaling can fix that)
+    # "range": judged by the share outside the clip range; "unit": fractional optical values in 0–1
+    # for a model made for DN or 8-bit values (inside its range, but a sliver of it); "linear_sar":
+    # fractional SAR values mostly above a dB range's top (linear backscatter: no SCALE can fix it)
     kind: str = "range"
 
     @property
     def mismatch(self) -> bool:
-        return self.samples > 0 and (self.kind == "unit" or self.fraction_outside > MISMATCH_FRACTION)
+        return self.samples > 0 and (self.kind != "range" or self.fraction_outside > MISMATCH_FRACTION)
 
     @property
     def flat(self) -> bool:
-        return self.samples > 0 and (self.kind == "unit" or self.fraction_outside >= FLAT_FRACTION)
+        """Nearly every value is clipped: the output would be flat."""
+        return self.samples > 0 and self.kind == "range" and self.fraction_outside >= FLAT_FRACTION
+
+    @property
+    def refused(self) -> bool:
+        """A run would be meaningless as the values are: refuse it unless the user scales them."""
+        return self.flat or (self.samples > 0 and self.kind != "range")
+
+    def problem(self) -> str:
+        """What is wrong with the values, without the fix (the dialog and headless runs word that differently)."""
+        values = f"the sampled values run {self.sample_low:g}–{self.sample_high:g}"
+        if self.kind == "unit":
+            return (f"{values}, a sliver of the model's range ({self.clip[0]:g}–{self.clip[1]:g}): they look "
+                    "scaled to 0–1 (e.g. reflectance as a fraction), and the result would be meaningless")
+        if self.kind == "linear_sar":
+            return (f"{values}, mostly above the model's range in dB ({self.clip[0]:g}–{self.clip[1]:g}): this "
+                    "looks like linear backscatter. " + DB_CONVERSION)
+        side = ("above" if self.fraction_above >= self.fraction_below else "below")
+        return (f"{100 * self.fraction_outside:.0f} % of the sampled values lie outside the model's range "
+                f"({self.clip[0]:g}–{self.clip[1]:g}; mostly {side}; {values}), so they are clipped"
+                + (" and the result would be flat" if self.flat else ""))
 
     def message(self, model_name: str) -> str:
+        text = f"{self.label} (model '{model_name}'): {self.problem()}."
         if self.kind == "unit":
             gain = self.suggested.parameter()
-            return (f"{self.label}: the sampled values run {self.sample_low:g}–{self.sample_high:g}, a sliver of "
-                    f"the range model '{model_name}' was made for ({self.clip[0]:g}–{self.clip[1]:g}): they look "
-                    "scaled to 0–1 (e.g. reflectance as a fraction), and the result would be meaningless. Fix: SCALE=auto (here "
-                    f"×{gain}, so 1.0 becomes {self.clip[1]:g}) or SCALE={gain}; SCALE=none runs them as they are.")
+            return text + f" Fix: SCALE=auto (here ×{gain}) or SCALE={gain}; SCALE=none runs them as they are."
         if self.kind == "linear_sar":
-            return (f"{self.label}: the sampled values run {self.sample_low:g}–{self.sample_high:g}, all ≥ 0, but "
-                    f"model '{model_name}' takes backscatter in dB ({self.clip[0]:g}–{self.clip[1]:g}): this looks "
-                    "like linear backscatter (power or amplitude). Convert it to dB first, 10·log10(value) (QGIS "
-                    "Raster calculator, or gdal_calc.py --calc=\"10*log10(A)\"); SCALE cannot do that.")
-        side = ("above" if self.fraction_above >= self.fraction_below else "below")
-        text = (f"{self.label}: {100 * self.fraction_outside:.0f} % of the sampled values lie outside the "
-                f"range model '{model_name}' was made for ({self.clip[0]:g}–{self.clip[1]:g}; mostly {side}; "
-                f"the values run {self.sample_low:g}–{self.sample_high:g}), so they are clipped"
-                + (" and the result would be flat" if self.flat else "") + ".")
+            return text + " SCALE cannot do that."
+        if self.role == "sar" and self.clip[1] <= 0 and self.kind == "range":
+            text += " If these are linear backscatter values, convert them to dB instead."
         if self.suggested is not None:
             same = (f"; SCALE={self.suggested.parameter()} gives the same" if self.role == "optical" else "")
             text += (f" Fix: scale the values to the model's range (SCALE=auto, here {self.suggested.text()}"
                      f"{same}), or use a model made for this product.")
         return text
+
+
+DB_CONVERSION = ("Convert it to dB first: 10·log10(v) for power or intensity (σ⁰, γ⁰), 20·log10(v) for amplitude, "
+                 "with 0 set as nodata (QGIS Raster calculator or gdal_calc.py)")
 
 
 def _sample_windows(height: int, width: int, windows: int, size: int):
@@ -345,8 +363,10 @@ def suggest_scale(low: float, high: float, clip: Tuple[float, float]) -> Optiona
     return ValueScale(gain, lo - gain * low)
 
 
-def range_check(values: np.ndarray, spec: TensorSpec, label: str) -> Optional[RangeCheck]:
-    """Judge sampled ``values`` (C, N) against ``spec``'s clip ranges; None without clips or values."""
+def range_check(values: np.ndarray, spec: TensorSpec, label: str, units: bool = True) -> Optional[RangeCheck]:
+    """Judge sampled ``values`` (C, N) against ``spec``'s clip ranges; None without clips or values.
+    ``units``: also look for values in the wrong unit (0–1 optical, linear SAR); off once the user
+    scaled the input."""
     clipped = [b.clip for b in spec.bands if b.clip]
     if not clipped or values.size == 0:
         return None
@@ -357,9 +377,12 @@ def range_check(values: np.ndarray, spec: TensorSpec, label: str) -> Optional[Ra
     clip = (min(c[0] for c in clipped), max(c[1] for c in clipped))
     check = RangeCheck(label, clip, float((above | below).sum()) / n, float(above.sum()) / n,
                        float(below.sum()) / n, low, high, values.shape[1], None, spec.role)
-    if spec.role == "optical" and clip[1] >= 100 and -UNIT_HIGH <= low and 0 < high <= UNIT_HIGH:
-        return replace(check, kind="unit", suggested=ValueScale(clip[1]))
-    if spec.role == "sar" and clip[1] <= 0 and low >= 0 and check.mismatch:
+    fractional = units and bool(np.any(values != np.round(values)))   # integer files are DN, not units
+    if fractional and spec.role == "optical" and clip[1] >= 100 and np.mean(
+            (values >= UNIT_RANGE[0]) & (values <= UNIT_RANGE[1])) >= UNIT_SHARE:
+        # 1.0 is 255 for an 8-bit model, 10 000 DN for a Sentinel-2 one whatever its clip
+        return replace(check, kind="unit", suggested=ValueScale(clip[1] if clip[1] <= 255 else S2_QUANTIFICATION))
+    if fractional and spec.role == "sar" and clip[1] <= 0 and check.fraction_above > MISMATCH_FRACTION:
         return replace(check, kind="linear_sar")
     if check.mismatch:
         check = replace(check, suggested=suggest_scale(low, high, clip))
@@ -389,15 +412,14 @@ def dtype_range_problem(label: str, model_name: str, clip_high: Optional[float],
 
 def parse_band_list(value) -> Optional[List[int]]:
     """"4,3,2" (or a sequence) -> [4, 3, 2]; empty -> None (automatic). ValueError saying what is wrong."""
-    if isinstance(value, (list, tuple)):
-        parts = [str(v) for v in value]
-    else:
-        parts = str(value or "").replace(";", ",").split(",")
+    if value is None:
+        return None
+    parts = [str(v) for v in value] if isinstance(value, (list, tuple)) else str(value).replace(";", ",").split(",")
     try:
         numbers = [float(part) for part in parts if part.strip()]
     except ValueError:
-        numbers = [0.5]
-    if any(n != int(n) for n in numbers):
+        numbers = [math.nan]
+    if not all(math.isfinite(n) and n == int(n) for n in numbers):
         raise ValueError(f"expected a comma-separated band list like 4,3,2, got {value!r}")
     bands = [int(n) for n in numbers]
     if any(b < 1 for b in bands):
@@ -508,7 +530,7 @@ def apply_value_range(card: ModelCard, sources: Dict, value_scale: ScaleArg = No
         if isinstance(scale, ValueScale) and spec.role == "optical" and not scale.identity:
             scale_input(spec.name, label, scale)
             spec = card.input(spec.name)
-        check = range_check(sample_source(source), spec, label)
+        check = range_check(sample_source(source), spec, label, units=spec.name not in applied)
         if check is None or not check.mismatch:
             if scale is None and source.dtype == "uint8":
                 # 8-bit values lie inside a 0–10000 range, so the sample alone does not catch them
@@ -519,7 +541,7 @@ def apply_value_range(card: ModelCard, sources: Dict, value_scale: ScaleArg = No
             continue
         if scale == "auto" and check.suggested is not None:
             scale_input(spec.name, label, check.suggested)
-        elif check.flat and not (isinstance(scale, ValueScale) and (scale.identity or spec.name in applied)):
+        elif check.refused and not (isinstance(scale, ValueScale) and (scale.identity or spec.name in applied)):
             # refused unless the user scaled this input or asked for it as it is (SCALE=none)
             raise InputError(check.message(card.name))
         else:

@@ -29,6 +29,8 @@ from .zoo import default_model
 
 log = logging.getLogger("skyclear")
 
+SAR_COVERAGE_WARN = 0.99   # below this share of the optical grid covered by the SAR, runs and the dialog warn
+
 Bands = Optional[Sequence[int]]
 
 
@@ -41,7 +43,7 @@ def _run(card, paths, processor, outputs, *, provider, tile_size, overlap, band_
         grid = sources[grid_input(card).name].grid
         for spec in card.inputs_with_role("sar"):
             covered = sar_coverage(sources[spec.name], grid)
-            if covered < 0.99:
+            if covered < SAR_COVERAGE_WARN:
                 log.warning(f"SAR: {os.path.basename(paths[spec.name])} covers only {100 * covered:.0f} % of the "
                             + ("chosen extent" if extent is not None else "optical raster")
                             + "; the rest of the output will be nodata")

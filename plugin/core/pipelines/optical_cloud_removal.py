@@ -282,9 +282,9 @@ class DiffusionProcessor:
             None if t_start is None else int(t_start))
         if self.t_start is not None and not 0 <= self.t_start < T:
             raise ValueError(f"t_start must be in [0, {T - 1}], got {self.t_start}")
-        limit, why = steps_limit(T, self.t_start)
-        if not 1 <= self.steps <= limit:
-            raise ValueError(f"steps must be between 1 and {limit} for this step model ({why}), got {self.steps}")
+        problem = steps_problem(self.steps, T, self.t_start)
+        if problem:
+            raise ValueError(problem)
         self.last_weights: List[float] = []
         # called as on_step(i, steps * samples) before each step call: reports progress, and may raise to cancel
         self.on_step = on_step
@@ -380,17 +380,20 @@ def default_eta(step_session) -> float:
         return ETA_DEFAULT
 
 
-def steps_limit(T: int, t_start: Optional[int]) -> Tuple[int, str]:
-    """(most sampling steps, why): one step per timestep from the trajectory's start down to 0."""
-    if t_start is None:
-        return T, f"it has {T} timesteps"
-    return int(t_start) + 1, f"it samples from t = {t_start} down to 0"
+def steps_problem(steps: int, T: int, t_start: Optional[int]) -> Optional[str]:
+    """None when a trajectory can take ``steps`` steps (at most one per timestep from its start
+    down to 0), else the message, naming STEPS."""
+    limit, why = (T, f"it has {T} timesteps") if t_start is None else (
+        int(t_start) + 1, f"it samples from t = {t_start} down to 0")
+    if 1 <= int(steps) <= limit:
+        return None
+    return f"STEPS: steps must be between 1 and {limit} for this step model ({why}), got {steps}"
 
 
-def card_steps_limit(extra: dict) -> Tuple[int, str]:
-    """``steps_limit`` of a step model from its card's ``extra`` block (no session needed)."""
+def card_steps_problem(extra: dict, steps: int) -> Optional[str]:
+    """``steps_problem`` for a step model known by its card's ``extra`` block (no session needed)."""
     t_start = extra.get("t_start")
-    return steps_limit(int(extra.get("T", T_DEFAULT)), None if t_start is None else int(t_start))
+    return steps_problem(steps, int(extra.get("T", T_DEFAULT)), None if t_start is None else int(t_start))
 
 
 def default_t_start(step_session) -> Optional[int]:
