@@ -20,7 +20,7 @@ from ..plugin.core.errors import SkyClearError
 from ..plugin.core.jobs import output_problems
 from ..plugin.core.model_card import ModelCard, parse_card, read_card
 from ..plugin.core.raster_io import describe_raster
-from ..plugin.core.tiling import TileGrid
+from ..plugin.core.tiling import TileGrid, fit_to_image
 from ..plugin.core.zoo import default_model
 from .manifest import MODEL, OUTPUT, RASTER, TOOLS, Job, ManifestError
 
@@ -147,7 +147,8 @@ def _plan(job: Job, files: _Files) -> Plan:
         return plan
     plan.megapixels = width * height / 1e6
     try:
-        plan.grid = TileGrid(height, width, *resolve_tiling(card, kw.get("tile_size"), kw.get("overlap")))
+        tile, overlap = resolve_tiling(card, kw.get("tile_size"), kw.get("overlap"))
+        plan.grid = TileGrid(height, width, *fit_to_image(tile, overlap, height, width, card.size_multiple))
     except SkyClearError as exc:
         job.problems.append(f"{'OVERLAP' if 'overlap' in str(exc) else 'TILE_SIZE'}: {exc}")
     models = {k: {"file": os.path.basename(p), "sha256": files.sha256(p)}

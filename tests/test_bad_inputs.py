@@ -437,3 +437,12 @@ def test_a_missing_folder_is_named_once_for_all_its_outputs(tmp_path):
     problems = jobs.output_problems([("OUTPUT", str(folder / "clear.tif")),
                                      ("CLOUD_PROBABILITY", str(folder / "clear_cloud_probability.tif"))])
     assert problems == [f"output folder does not exist: {folder}"]
+
+
+def test_an_image_smaller_than_the_tile_is_not_padded_to_it(tmp_path):
+    src = write_raster(str(tmp_path / "tiny.tif"), random_image((3, 23, 37), "uint8"))
+    model = identity_model(str(tmp_path / "m.onnx"), 3, tile=64, overlap=8, multiple=4)
+    report = jobs.run_model(model=model, optical=src, output=str(tmp_path / "o.tif"), tile_size=4096, device="cpu")
+    assert (report.tile_size, report.tiles) == (40, 1)   # 37 rounded up to the model's multiple of 4, not 4096
+    with rasterio.open(src) as a, rasterio.open(tmp_path / "o.tif") as b:
+        assert (b.width, b.height) == (37, 23) and np.array_equal(a.read(), b.read())

@@ -109,6 +109,24 @@ def test_grid_alignment_and_extent_are_the_engines_checks(scene, tmp_path):
     missed = checker.validate(form("fusion", tmp_path, scene["optical"], scene["sar"], extent=outside,
                                    values={"method": "average"}))
     assert "the chosen extent" in errors(missed).lower() and "does not overlap" in errors(missed)
+    # a SAR the model does not take is ignored, so its grid cannot block the run
+    plain = identity_model(str(tmp_path / "plain.onnx"), 3, tile=64, overlap=8)
+    ignored = checker.validate(form("custom", tmp_path, scene["optical"], scene["far"], models={"model": plain}))
+    assert "does not overlap" not in errors(ignored) and ignored.errors == [], ignored.messages
+
+
+def test_output_over_an_input_is_refused_without_a_replace_warning(scene, tmp_path):
+    f = form("fusion", tmp_path, scene["optical"], scene["sar"], values={"method": "average"},
+             output=scene["optical"].path)
+    verdict = checks.Checker().validate(f, checks.Context(open_layers={os.path.abspath(scene["optical"].path): "opt"}))
+    assert "would destroy the input" in errors(verdict)
+    assert not any("will be replaced" in text for _, text in verdict.messages), verdict.messages
+
+
+def test_a_small_image_gets_one_tile_of_its_own_size(scene, tmp_path):
+    model = identity_model(str(tmp_path / "m.onnx"), 3, tile=64, overlap=8)
+    f = form("custom", tmp_path, scene["optical"], models={"model": model}, values={"tile_size": 1024})
+    assert controller.tiling(f, controller.model_card(f)) == (200, 8)   # 150 x 200 px: one 200 px tile
 
 
 def test_models_tiling_device_and_output(scene, tmp_path):
@@ -221,5 +239,6 @@ def test_classical_card_estimate_uses_the_rasters_dtypes(scene, tmp_path):
     f = form("fusion", tmp_path, scene["optical"], scene["sar"], values={"method": "guided"})
     card = controller.run_card(f)
     assert card is not None and [s.role for s in card.inputs] and card.outputs
-    assert controller.tiling(f, card) == resolve_tiling(card, None, None)
+    tile, overlap = resolve_tiling(card, None, None)
+    assert tile > 200 and controller.tiling(f, card) == (200, min(overlap, 100))   # one tile for the 150 x 200 scene
     assert np.isfinite(controller.Estimator().estimate(f)[0].memory_mb)

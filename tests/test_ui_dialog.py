@@ -196,6 +196,40 @@ def test_plausible_layers_and_band_table_prefilled(dialog):
     assert dialog.band_mapping("optical") == [4, 3, 2]
 
 
+def test_removing_the_chosen_layer_revalidates(dialog, tmp_path):
+    s2 = add_layer(S2)
+    add_layer(S1)
+    add_layer(CFOG_OPT)
+    dialog.set_task("sar_cloud_removal")
+    dialog.output_widget.setFilePath(str(tmp_path / "clear.tif"))
+    assert dialog.validate() and dialog.optical_layer().source() == S2
+    QgsProject.instance().removeMapLayer(s2.id())
+    # the combo falls back to another layer; the band table and the verdict follow it
+    process_until(lambda: not dialog.run_button.isEnabled(), timeout=10)
+    assert dialog.optical_layer() is None or dialog.optical_layer().source() != S2
+    assert dialog.errors(), dialog.messages
+    assert all(path != S2 for _, _, path, _ in dialog.inputs.bands.rows)
+
+
+def test_scaling_opt_in_does_not_carry_over_and_band_choices_show(dialog, tmp_path):
+    add_layer(S2)
+    add_layer(S1)
+    dialog.set_task("sar_cloud_removal")
+    dialog.rescale_check.setChecked(True)
+    dialog.set_task("fusion")
+    dialog.set_task("sar_cloud_removal")
+    assert not dialog.rescale_check.isChecked()
+    assert "by band descriptions" in dialog.inputs.bands.note.text()
+    dialog.set_band("optical", "B4", 0)
+    assert "chosen in the table" in dialog.inputs.bands.note.text()
+    dialog.validate()
+    assert any("no raster band chosen for B4" in text for _, text in dialog.messages), dialog.messages
+    # a .png name is refused as in headless runs, not silently written as name.png.tif
+    dialog.output_widget.setFilePath(str(tmp_path / "clear.png"))
+    dialog.validate()
+    assert any("writes GeoTIFF, not PNG" in text for _, text in dialog.messages), dialog.messages
+
+
 def test_validation_messages(dialog, tmp_path):
     import rasterio
     from rasterio.warp import Resampling, calculate_default_transform, reproject

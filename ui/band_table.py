@@ -43,19 +43,19 @@ class BandTable(QWidget):
         self.rows: List[Tuple[str, str, str, QComboBox]] = []      # (role, model band, file, combo)
         self._auto_open = False
         self._chosen: Dict[Tuple[str, str, str], int] = {}       # the user's own picks, kept across refills
+        self._automatic: Dict[str, core_bands.BandMapping] = {}   # role -> the mapper's own choice
 
     def fill(self, entries: Sequence[Tuple[str, List[Tuple[str, str]], object]]) -> None:
         """``entries``: (role, [(model band, meaning)], LayerInfo) per role with a layer. A band
         the user chose for the same file and model band is kept."""
         self.table.setRowCount(0)
         self.rows = []
-        summary, complete = [], True
+        self._automatic.clear()
+        complete = True
         for role, wanted, info in entries:
             found = core_bands.map_bands([n for n, _ in wanted], info.descriptions, info.band_count)
             complete = complete and found.complete
-            summary.append(f"{role.upper()} " + (found.text() if len(wanted) <= 4 else
-                           f"{sum(1 for b in found.bands if b)} of {len(wanted)} bands "
-                           + found.text().rsplit(" (", 1)[-1].rstrip(")")))
+            self._automatic[role] = found
             for (name, meaning), chosen in zip(wanted, found.bands):
                 key = (role, name, info.path)
                 chosen = self._chosen.get(key, chosen)
@@ -75,7 +75,7 @@ class BandTable(QWidget):
                 self.table.setCellWidget(row, 2, combo)
                 self.rows.append((role, name, info.path, combo))
         self.table.setFixedHeight(min(250, 34 + 31 * max(1, self.table.rowCount())))
-        self.note.setText("Bands: " + "; ".join(summary) if summary else "Bands: choose the layers first.")
+        self._update_note()
         if not complete and not self.toggle.isChecked():
             self.toggle.setChecked(True)        # something to choose: show the table
             self._auto_open = True
@@ -86,7 +86,21 @@ class BandTable(QWidget):
 
     def _user_chose(self, key: Tuple[str, str, str], combo: QComboBox) -> None:
         self._chosen[key] = combo.currentData() or 0
+        self._update_note()
         self.changed.emit()
+
+    def _update_note(self) -> None:
+        """One line per role: the automatic mapping, or the user's choice once it differs."""
+        summary = []
+        for role, found in self._automatic.items():
+            bands = self.mapping(role)
+            rule = found.text().rsplit(" (", 1)[-1].rstrip(")") if bands == found.bands else "chosen in the table"
+            if len(bands) <= 4:
+                pairs = ", ".join(f"{w}←{b if b else '?'}" for w, b in zip(found.wanted, bands))
+                summary.append(f"{role.upper()} {pairs} ({rule})")
+            else:
+                summary.append(f"{role.upper()} {sum(1 for b in bands if b)} of {len(bands)} bands {rule}")
+        self.note.setText("Bands: " + "; ".join(summary) if summary else "Bands: choose the layers first.")
 
     def _show(self, show: bool) -> None:
         """The table only when asked for, or when a band is left to choose."""

@@ -78,7 +78,8 @@ class Checker:
             elif card is not None:
                 msgs += self.range_messages(form, role, info, card, verdict)
         if optical is not None and optical.is_file:
-            msgs += self.grid_messages(optical, sar if sar is not None and sar.is_file else None, form.extent)
+            taken = sar is not None and sar.is_file and controller.sar_taken(form)   # an ignored SAR is not aligned
+            msgs += self.grid_messages(optical, sar if taken else None, form.extent)
         run_card = controller.run_card(form)
         if run_card is not None:
             from ..plugin.core.engine import resolve_tiling
@@ -285,7 +286,7 @@ def output_messages(form: Form, context: Context) -> List[Message]:
     if not msgs and os.path.exists(out):
         msgs.append((WARNING, f"{os.path.basename(out)} exists and will be overwritten."))
     shown = context.open_layers.get(os.path.abspath(out))
-    if shown:
+    if shown and not any(level == ERROR for level, _ in msgs):   # a refused output replaces nothing
         if context.windows:
             msgs.append((ERROR, f"Layer '{shown}' has {os.path.basename(out)} open: remove it from the project "
                                 "or choose another output."))

@@ -113,9 +113,10 @@ def sar_taken(form: Form) -> bool:
 
 
 def output_path(text: str) -> str:
-    """The output the user typed, as a GeoTIFF path."""
+    """The output the user typed; a name without an extension becomes a .tif (another extension,
+    e.g. .png, is refused by validation, as in headless runs)."""
     path = (text or "").strip()
-    if path and not path.lower().endswith((".tif", ".tiff")):
+    if path and not os.path.splitext(os.path.basename(path))[1]:
         path += ".tif"
     return path
 
@@ -177,19 +178,23 @@ def pixels(form: Form) -> Tuple[int, int]:
 
 
 def tiling(form: Form, card) -> Tuple[int, int]:
-    """(tile, overlap) the engine will use (``engine.resolve_tiling``); the chosen values as
-    they are when the engine refuses them (validation says why)."""
+    """(tile, overlap) the engine will use (``engine.resolve_tiling``, then one tile no larger than
+    a small image needs); the chosen values as they are when the engine refuses them (validation
+    says why)."""
     tile, overlap = form.values.get("tile_size"), form.values.get("overlap")
     if card is None:
         tile = tile or 512
         return tile, tile // 8 if overlap is None else overlap
     from ..plugin.core.engine import resolve_tiling
+    from ..plugin.core.tiling import fit_to_image
 
     try:
-        return resolve_tiling(card, tile, overlap)
+        tile, overlap = resolve_tiling(card, tile, overlap)
     except SkyClearError:
         tile = tile or card.tile_size
         return tile, card.default_overlap if overlap is None else overlap
+    width, height = pixels(form)
+    return fit_to_image(tile, overlap, height, width, card.size_multiple) if width and height else (tile, overlap)
 
 
 def measure_key(form: Form) -> Optional[tuple]:

@@ -235,8 +235,8 @@ def default_band_mapping(wanted: Sequence[str], descriptions: Sequence[str], ban
 
 def band_problem(label: str, wanted: Sequence[str], mapping: Sequence[Optional[int]], band_count: int) -> Optional[str]:
     chosen = core_bands.BandMapping([b or None for b in mapping], "explicit", list(wanted), band_count)
-    problem = core_bands.mapping_problem(f"{label} raster" if chosen.missing else label, chosen)
-    return problem + " in the band table" if problem and chosen.missing else problem
+    problem = core_bands.mapping_problem(label, chosen)
+    return problem + "; choose one in the band table" if problem and chosen.missing else problem
 
 
 # ---------------------------------------------------------------------------------------

@@ -147,6 +147,7 @@ class SkyClearDialog(QDialog):
         self.run_button.clicked.connect(self.run)
         self.close_button.clicked.connect(self.close)
         QgsProject.instance().layersAdded.connect(self._on_project_layers)
+        QgsProject.instance().layersRemoved.connect(self._on_project_layers_removed)
 
     # ------------------------------------------------------------------------------------
     # state
@@ -198,6 +199,7 @@ class SkyClearDialog(QDialog):
 
     def schedule_validate(self, *_args) -> None:
         if not self._loading:
+            self.estimates.auto.stop()     # a timing due for the old settings would run on a form not yet checked
             self._revalidate.start()
 
     # ------------------------------------------------------------------------------------
@@ -206,6 +208,7 @@ class SkyClearDialog(QDialog):
         if self._loading:
             return
         spec = self.task
+        self.rescale_check.setChecked(False)   # the opt-in was for another task's model and layers
         self.task_description.setText(spec.description)
         ok, reason = tools.available(spec)
         self.availability.setText("" if ok else f"<span style='color:#b36b00'>ℹ {esc(reason)}</span>")
@@ -231,6 +234,8 @@ class SkyClearDialog(QDialog):
         self.schedule_validate()
 
     def _on_layer_changed(self, role: str) -> None:
+        if role == "optical":
+            self.rescale_check.setChecked(False)   # scaling was accepted for another layer's values
         self._update_extent_source()
         self._suggest_output()
         self._fill_band_table()
@@ -238,6 +243,7 @@ class SkyClearDialog(QDialog):
 
     def _on_model_changed(self, *_args) -> None:
         if not self._loading:
+            self.rescale_check.setChecked(False)   # another model, another value range
             self._fill_band_table()
             self.schedule_validate()
 
@@ -247,6 +253,17 @@ class SkyClearDialog(QDialog):
             self._update_extent_source()
             self._fill_band_table()
             self.schedule_validate()
+        except RuntimeError:  # dialog already deleted
+            pass
+
+    def _on_project_layers_removed(self, *_args) -> None:
+        # the layer combos drop a removed layer without a change signal: look again once they have
+        QTimer.singleShot(0, self._after_layers_removed)
+
+    def _after_layers_removed(self) -> None:
+        try:
+            self.inputs.preselect(only_if_better=True)
+            self._on_layer_changed("optical")
         except RuntimeError:  # dialog already deleted
             pass
 
@@ -362,10 +379,12 @@ class SkyClearDialog(QDialog):
         """Plugin unload / QGIS closing: cancel our tasks and keep the choices."""
         from ..plugin import tasks
 
-        try:
-            QgsProject.instance().layersAdded.disconnect(self._on_project_layers)
-        except Exception:
-            pass
+        for signal, slot in ((QgsProject.instance().layersAdded, self._on_project_layers),
+                             (QgsProject.instance().layersRemoved, self._on_project_layers_removed)):
+            try:
+                signal.disconnect(slot)
+            except Exception:
+                pass
         self.estimates.stop()
         settings.save(self)
         tasks.cancel_all()

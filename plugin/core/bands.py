@@ -176,8 +176,8 @@ def mapping_problem(label: str, mapping: BandMapping, model_name: str = "", file
             return (f"{what}: {len(mapping.bands)} band(s) chosen ({','.join(map(str, mapping.bands))}) but {who} "
                     f"expects {len(wanted)} ({','.join(wanted)})")
         if mapping.missing:
-            return (f"{what} has {count} band(s) but {who} expects {len(wanted)} ({', '.join(wanted)}): "
-                    f"choose a raster band for {', '.join(mapping.missing)}")
+            return (f"{what}: no raster band chosen for {', '.join(mapping.missing)} (the raster has {count} "
+                    f"band(s), {who} expects {len(wanted)}: {', '.join(wanted)})")
         bad = [b for b in mapping.bands if not 1 <= b <= count]
         if bad:
             return f"{what}: band(s) {bad} do not exist (the raster has {count})"

@@ -36,7 +36,7 @@ from . import atomic
 from .errors import Cancelled, InputError
 from .model_card import ModelCard, TensorSpec
 from .raster_io import GeoTiffWriter, RasterSource, gdal_threads, output_block_size, subgrid, to_dtype
-from .tiling import TileGrid, pad_to, tile_weights
+from .tiling import TileGrid, fit_to_image, pad_to, tile_weights
 from .tools import S2_BANDS
 
 log = logging.getLogger("skyclear")
@@ -266,7 +266,8 @@ def run_tiled(card: ModelCard, sources: Dict[str, RasterSource], processor: Tile
                     card.default_overlap)
     optical = sources[grid_input(card).name]
     grid_def = optical.grid
-    grid = TileGrid(grid_def.height, grid_def.width, tile, ov)
+    grid = TileGrid(grid_def.height, grid_def.width,
+                    *fit_to_image(tile, ov, grid_def.height, grid_def.width, card.size_multiple))
     part = _part_rows(grid, tile_rows)
     out_grid = grid_def if part is None else dataclasses.replace(
         grid_def, transform=grid_def.transform * rasterio.Affine.translation(0, part[2]), height=part[3] - part[2])
@@ -316,7 +317,7 @@ def run_tiled(card: ModelCard, sources: Dict[str, RasterSource], processor: Tile
         for out in writers.values():
             out.writer.abort()
         raise
-    return RunReport(outputs=written, provider=provider, tile_size=tile, overlap=ov, tiles=len(grid),
+    return RunReport(outputs=written, provider=provider, tile_size=grid.tile, overlap=grid.overlap, tiles=len(grid),
                      seconds=time.time() - started, processor_seconds=stats["processor_seconds"],
                      valid_fraction=stats["valid"] / max(1, out_grid.height * grid.width),
                      tiles_skipped=stats["skipped"])

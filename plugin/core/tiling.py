@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Tuple
 
 import numpy as np
 
@@ -51,6 +52,16 @@ class TileGrid:
         start = index * self.stride
         stop = size if index == count - 1 else start + self.stride
         return start, min(stop, size)
+
+
+def fit_to_image(tile: int, overlap: int, height: int, width: int, multiple: int = 1) -> Tuple[int, int]:
+    """(tile, overlap) for an image of ``height`` x ``width``: an image that fits in one tile gets a
+    tile only as large as it needs (its longer side rounded up to ``multiple``) -- padding a small
+    image to a large tile costs time and memory for nothing; larger images keep the chosen tile."""
+    need = max(multiple, -(-max(height, width) // multiple) * multiple)
+    if need >= tile:
+        return tile, overlap
+    return need, min(overlap, need // 2)
 
 
 def ramp_profile(length: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
