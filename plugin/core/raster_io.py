@@ -154,7 +154,8 @@ class RasterSource:
             raise InputError(
                 f"{self.label}: {os.path.basename(self.path)} does not overlap the optical raster "
                 f"(its extent in {grid.crs.to_string()} is {tuple(round(v, 3) for v in src_box)}, "
-                f"the optical extent is {tuple(round(v, 3) for v in grid.bounds)})")
+                f"the area to process, the optical raster or the chosen extent, is "
+                f"{tuple(round(v, 3) for v in grid.bounds)})")
         # Without a nodata value GDAL would mark pixels outside the source as valid zeros;
         # an alpha band records where the source really has data.
         # The VRT is read block by block (_read_warped), never by arbitrary windows.
