@@ -446,3 +446,19 @@ def test_an_image_smaller_than_the_tile_is_not_padded_to_it(tmp_path):
     assert (report.tile_size, report.tiles) == (40, 1)   # 37 rounded up to the model's multiple of 4, not 4096
     with rasterio.open(src) as a, rasterio.open(tmp_path / "o.tif") as b:
         assert (b.width, b.height) == (37, 23) and np.array_equal(a.read(), b.read())
+
+
+def test_a_graph_with_fixed_tile_size_keeps_it_and_names_it(tmp_path):
+    from onnx import TensorProto, helper
+
+    from factories import save_model
+
+    src = write_raster(str(tmp_path / "tiny.tif"), random_image((3, 23, 37), "uint8"))
+    fixed = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 3, 64, 64]) for n in ("optical", "restored")]
+    model = save_model([helper.make_node("Identity", ["optical"], ["restored"])], fixed[:1], fixed[1:], [],
+                       str(tmp_path / "fixed.onnx"), base_card(["B1", "B2", "B3"], ["B1", "B2", "B3"], tile=64, overlap=8))
+    report = jobs.run_model(model=model, optical=src, output=str(tmp_path / "o.tif"), device="cpu")
+    assert report.tile_size == 64   # the small image is padded to the graph's size, not fitted to itself
+    with pytest.raises(InputError, match="takes tiles of exactly 64 px"):
+        jobs.run_model(model=model, optical=src, output=str(tmp_path / "p.tif"), tile_size=128, device="cpu")
+    assert not (tmp_path / "p.tif").exists()

@@ -261,6 +261,9 @@ def test_old_cards_without_t_start_keep_the_full_trajectory(truncated_models):
 
         def get_providers(self):
             return self.s.get_providers()
+
+        def get_inputs(self):
+            return self.s.get_inputs()
     step_s = NoCard(_session(truncated_models["step_path"]))
     assert ocr.default_t_start(step_s) is None and ocr.default_eta(step_s) == 0.3
     proc = ocr.DiffusionProcessor(_session(truncated_models["ref_path"]), step_s, steps=4)

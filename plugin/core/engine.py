@@ -266,8 +266,13 @@ def run_tiled(card: ModelCard, sources: Dict[str, RasterSource], processor: Tile
                     card.default_overlap)
     optical = sources[grid_input(card).name]
     grid_def = optical.grid
-    grid = TileGrid(grid_def.height, grid_def.width,
-                    *fit_to_image(tile, ov, grid_def.height, grid_def.width, card.size_multiple))
+    fixed = getattr(processor, "static_tile", None)
+    if fixed and tile != fixed:
+        raise InputError(f"model '{card.name}' takes tiles of exactly {fixed} px (its graph has fixed input "
+                         f"sizes); tile size {tile} cannot be used")
+    # an image smaller than the tile gets one tile of its own size, unless the graph is fixed
+    grid = TileGrid(grid_def.height, grid_def.width, *((tile, ov) if fixed else fit_to_image(
+        tile, ov, grid_def.height, grid_def.width, card.size_multiple)))
     part = _part_rows(grid, tile_rows)
     out_grid = grid_def if part is None else dataclasses.replace(
         grid_def, transform=grid_def.transform * rasterio.Affine.translation(0, part[2]), height=part[3] - part[2])

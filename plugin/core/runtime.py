@@ -32,6 +32,15 @@ def gpu_status() -> Tuple[bool, str]:
     return True, "CUDA execution provider available"
 
 
+def static_tile(session) -> Optional[int]:
+    """The tile size a graph is fixed to (its first input has numeric, equal spatial sizes), else
+    None: such a graph takes no other tile size."""
+    dims = list(session.get_inputs()[0].shape)[2:4]
+    if len(dims) == 2 and all(isinstance(d, int) and d > 0 for d in dims) and dims[0] == dims[1]:
+        return dims[0]
+    return None
+
+
 def create_session(model_path: str, device: str = "auto", threads: Optional[int] = None):
     """Return ``(session, provider)`` where ``provider`` is the one actually running the model.
 

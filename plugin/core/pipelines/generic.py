@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..model_card import ModelCard, card_from_session
-from ..runtime import create_session
+from ..runtime import create_session, static_tile
 
 
 class OnnxProcessor:
@@ -21,6 +21,7 @@ class OnnxProcessor:
         self.output_names = list(output_names or [o.name for o in card.outputs])
         batch_dim = session.get_inputs()[0].shape[0]
         self.fixed_batch = batch_dim if isinstance(batch_dim, int) else None
+        self.static_tile = static_tile(session)
 
     def __call__(self, inputs: Dict[str, np.ndarray], origins) -> Dict[str, np.ndarray]:
         feeds = {spec.name: inputs[spec.name] for spec in self.card.inputs}

@@ -46,6 +46,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..runtime import static_tile
+
 T_DEFAULT = 1000
 BETA_START = 1e-4
 BETA_END = 0.02
@@ -239,6 +241,7 @@ class ReferenceProcessor:
 
     def __init__(self, reference_session):
         self.session = reference_session
+        self.static_tile = static_tile(reference_session)
         self.input_name = _single_input(reference_session)
         self.output_name = reference_session.get_outputs()[0].name
 
@@ -275,6 +278,7 @@ class DiffusionProcessor:
         self.samples = int(samples)
         self.reference = ReferenceProcessor(reference_session)
         self.step_session = step_session
+        self.static_tile = self.reference.static_tile or static_tile(step_session)
         self.steps, self.eta, self.seed, self.sampler, self.eta_ddim = int(steps), float(eta), int(seed), sampler, eta_ddim
         self.schedule = dict(schedule or _schedule_from_session(step_session))
         T = int(self.schedule["T"])

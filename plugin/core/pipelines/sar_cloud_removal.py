@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import ModelCardError
+from ..runtime import static_tile
 
 TASK = "sar_cloud_removal"
 RESTORED = "restored"
@@ -42,6 +43,7 @@ class SarCloudRemovalProcessor:
             raise ModelCardError("a sar_cloud_removal card needs exactly one 'optical' and one 'sar' input. "
                                  "Fix: set the inputs' role keys")
         self.session = session
+        self.static_tile = static_tile(session)
         self.card = card
         self.optical_name = optical[0].name
         self.sar_name = sar[0].name
