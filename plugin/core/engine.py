@@ -45,7 +45,7 @@ TileProcessor = Callable[[Dict[str, np.ndarray], List[Tuple[int, int]]], Dict[st
 BlockHook = Callable[[Dict[str, np.ndarray], Dict[str, np.ndarray], np.ndarray], Dict[str, np.ndarray]]
 Progress = Callable[[float, str], None]
 
-SKYCLEAR_VERSION = "0.3.2"
+SKYCLEAR_VERSION = "0.3.3"
 # GDAL block cache of a run. rasterio hands an integer GDAL_CACHEMAX to GDALSetCacheMax64, in
 # bytes: a plain 128 meant 128 bytes, no cache, and every overlapping tile decoded its blocks again.
 GDAL_CACHE_BYTES = 128 * 2 ** 20
