@@ -208,6 +208,27 @@ def test_dialog_refuses_more_steps_than_the_step_model_takes(scene, tmp_path):
     assert "Diffusion steps" not in errors(fine)
 
 
+def test_tiles_that_need_more_than_half_the_memory_are_warned_about(tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path = str(tmp_path / "large.tif")   # 20 000² px, header and empty tiles only
+    with rasterio.open(path, "w", driver="GTiff", width=20000, height=20000, count=3, dtype="uint8", tiled=True,
+                       crs="EPSG:32633", transform=from_origin(500000, 5000000, 10, 10), SPARSE_OK=True):
+        pass
+    large = logic.layer_info_from_file(path)
+    model = identity_model(str(tmp_path / "m.onnx"), 3, tile=64, overlap=8)
+    if checks.physical_memory_mb() is None or checks.physical_memory_mb() > 256 * 1024:
+        pytest.skip("needs a POSIX machine with less than 256 GB of memory")
+    # a batch of 4 tiles of 16384² × 6 channels in float32 with activations: ~150 GB
+    warned = checks.Checker().validate(form("custom", tmp_path, large, models={"model": model},
+                                            values={"tile_size": 16384}))
+    assert any("choose a smaller tile size" in t for level, t in warned.messages if level == checks.WARNING), \
+        warned.messages
+    fine = checks.Checker().validate(form("custom", tmp_path, large, models={"model": model}, values={"tile_size": 512}))
+    assert not any("choose a smaller tile size" in t for _, t in fine.messages)
+
+
 def test_estimate_counts_the_engines_tiles_and_times_a_real_tile(scene, tmp_path):
     model = conv_model(str(tmp_path / "m.onnx"), 3, 3, tile=64, overlap=8)
     f = form("custom", tmp_path, scene["optical"], models={"model": model}, values={"tile_size": 64})

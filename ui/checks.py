@@ -88,6 +88,8 @@ class Checker:
                 resolve_tiling(run_card, form.values.get("tile_size"), form.values.get("overlap"))
             except SkyClearError as exc:
                 msgs.append((ERROR, sentence(str(exc)) + "."))
+            else:
+                msgs += memory_messages(form)
         verdict.device_text, verdict.device_ok = device_text(form.values.get("device", "auto"))
         if not verdict.device_ok:
             msgs.append((ERROR, verdict.device_text))
@@ -272,6 +274,23 @@ def product_name(wanted: List[str]) -> str:
     if core_bands.is_rgb(wanted):
         return "an RGB image"
     return f"a {len(wanted)}-band raster ({', '.join(wanted)})"
+
+
+def memory_messages(form: Form) -> List[Message]:
+    """A warning when the tiles chosen would need more than half of this computer's memory."""
+    ram_mb = physical_memory_mb()
+    estimate, _ = controller.Estimator().estimate(form)
+    if ram_mb is None or estimate.memory_mb <= ram_mb / 2:
+        return []
+    return [(WARNING, f"Tiles of this size need about {estimate.memory_mb / 1024:.1f} GB, more than half of this "
+                      f"computer's {ram_mb / 1024:.0f} GB: choose a smaller tile size.")]
+
+
+def physical_memory_mb() -> Optional[float]:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 20
+    except (AttributeError, ValueError, OSError):   # not POSIX (Windows): no warning
+        return None
 
 
 def output_messages(form: Form, context: Context) -> List[Message]:
