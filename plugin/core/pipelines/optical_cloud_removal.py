@@ -83,15 +83,13 @@ def respaced_timesteps(T: int, steps: int) -> np.ndarray:
 
 def sampling_timesteps(T: int, steps: int, t_start: Optional[int] = None) -> np.ndarray:
     """The timesteps the sampler visits, in descending order: ``steps`` evenly spaced over
-    [0, T-1] (``t_start`` None) or over [0, t_start]."""
-    if t_start is None:
-        return respaced_timesteps(T, steps)[::-1]
-    t_start = int(t_start)
-    if not 0 <= t_start < T:
+    [0, T-1] (``t_start`` None) or over [0, t_start]. ValueError naming the bad one."""
+    if t_start is not None and not 0 <= int(t_start) < T:
         raise ValueError(f"t_start must be in [0, {T - 1}], got {t_start}")
-    if not 1 <= steps <= t_start + 1:
-        raise ValueError(f"steps must be in [1, {t_start + 1}] when sampling from t_start={t_start}, got {steps}")
-    return respaced_timesteps(t_start + 1, steps)[::-1]
+    problem = steps_problem(steps, T, t_start)
+    if problem:
+        raise ValueError(problem)
+    return respaced_timesteps(T if t_start is None else int(t_start) + 1, steps)[::-1]
 
 
 def start_state(x0_ref: np.ndarray, noise0: np.ndarray, abar: np.ndarray, t_start: Optional[int]) -> np.ndarray:
@@ -284,11 +282,7 @@ class DiffusionProcessor:
         T = int(self.schedule["T"])
         self.t_start = default_t_start(step_session) if isinstance(t_start, str) and t_start == "card" else (
             None if t_start is None else int(t_start))
-        if self.t_start is not None and not 0 <= self.t_start < T:
-            raise ValueError(f"t_start must be in [0, {T - 1}], got {self.t_start}")
-        problem = steps_problem(self.steps, T, self.t_start)
-        if problem:
-            raise ValueError(problem)
+        sampling_timesteps(T, self.steps, self.t_start)  # validates steps and t_start early
         self.last_weights: List[float] = []
         # called as on_step(i, steps * samples) before each step call: reports progress, and may raise to cancel
         self.on_step = on_step
